@@ -1,0 +1,104 @@
+"""Drive a sandbox server over HTTP, from another process (tests, benchmarks, the demo).
+
+:class:`SandboxControl` has the same methods as :class:`~hsq_refunds.sandbox.server.
+SandboxServer` and raises the same :class:`ValueError` for a bad refund or fault, so code can
+drive either without caring where the server runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import requests
+
+from .faults import make_fault
+from .refunds import refund_spec
+
+__all__ = ["SandboxControl"]
+
+
+class SandboxControl:
+    """Client of a sandbox's JSON control endpoint (``http://HOST:PORT/sandbox``)."""
+
+    def __init__(self, control_url: str, *, timeout: float = 30.0) -> None:
+        self.control_url = control_url.rstrip("/")
+        self.timeout = timeout
+        self._session = requests.Session()
+
+    def __repr__(self) -> str:
+        return f"SandboxControl({self.control_url!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> SandboxControl:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def add_refund(
+        self,
+        trans_no: str,
+        *,
+        amount: int = 100,
+        timeline: Sequence[Mapping[str, Any]] | None = None,
+        orig_trans_no: str = "",
+        extend: str = "",
+        merchant_no: str | None = None,
+        trade_no: str | None = None,
+        created_at: dt.datetime | None = None,
+    ) -> None:
+        """Add (or replace) one refund; see :mod:`hsq_refunds.sandbox.refunds`."""
+        spec = refund_spec(
+            trans_no,
+            amount=amount,
+            timeline=timeline,
+            orig_trans_no=orig_trans_no,
+            extend=extend,
+            merchant_no=merchant_no,
+            trade_no=trade_no,
+            created_at=created_at,
+        )
+        self.add_refunds([spec])
+
+    def add_refunds(self, specs: Iterable[Mapping[str, Any]]) -> int:
+        """Add (or replace) refunds from JSON specs, all or none; returns how many."""
+        answer = self._call("POST", "refunds", {"refunds": [dict(spec) for spec in specs]})
+        return int(answer["added"])
+
+    def set_fault(
+        self, name: str, *, trans_no: str | None = None, times: int | None = None, **params: Any
+    ) -> None:
+        """Inject a fault; see :mod:`hsq_refunds.sandbox.faults`."""
+        fault = make_fault(name, trans_no=trans_no, times=times, **params)
+        self._call("POST", "faults", fault.to_spec())
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "faults")
+
+    def query_counts(self) -> dict[str, int]:
+        """Queries received per transNo since the last reset."""
+        return dict(self._call("GET", "counts")["counts"])
+
+    def reset(self) -> None:
+        """Forget refunds, faults and counts."""
+        self._call("POST", "reset")
+
+    def _call(self, method: str, action: str, payload: Any = None) -> dict[str, Any]:
+        response = self._session.request(
+            method, f"{self.control_url}/{action}", json=payload, timeout=self.timeout
+        )
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if response.status_code == 400 and isinstance(answer, dict):
+            raise ValueError(answer.get("error", "rejected by the sandbox"))
+        if response.status_code != 200 or not isinstance(answer, dict):
+            raise RuntimeError(
+                f"sandbox control {method} {action} answered HTTP {response.status_code}"
+            )
+        return answer
