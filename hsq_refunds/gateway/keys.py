@@ -17,6 +17,7 @@ import base64
 import binascii
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -306,6 +307,7 @@ def load_platform_key(source: KeySource) -> rsa.RSAPublicKey:
 def _load_platform_pem(data: bytes, label: str, origin: str) -> rsa.RSAPublicKey:
     if "PRIVATE KEY" in label:
         raise ConfigurationError(f"{_PLATFORM}: {origin} holds a private key; {_PLATFORM_HINT}")
+    key: object
     try:
         if label == "CERTIFICATE":
             key = x509.load_pem_x509_certificate(data).public_key()
@@ -322,12 +324,13 @@ def _load_platform_pem(data: bytes, label: str, origin: str) -> rsa.RSAPublicKey
 def _load_platform_der(der: bytes, origin: str) -> rsa.RSAPublicKey:
     if _der_is_truncated(der):
         raise ConfigurationError(f"{_PLATFORM}: {origin} is truncated")
-    for load in (
-        lambda: x509.load_der_x509_certificate(der).public_key(),
-        lambda: serialization.load_der_public_key(der),
-    ):
+    loaders: tuple[Callable[[bytes], object], ...] = (
+        _der_certificate_key,
+        serialization.load_der_public_key,
+    )
+    for load in loaders:
         try:
-            key = load()
+            key = load(der)
         except Exception:  # noqa: S112 - try the next format
             continue
         return _require_rsa_public(key, origin)
@@ -336,6 +339,10 @@ def _load_platform_der(der: bytes, origin: str) -> rsa.RSAPublicKey:
     raise ConfigurationError(
         f"{_PLATFORM}: {origin} is not an X.509 certificate or public key (corrupted?)"
     )
+
+
+def _der_certificate_key(der: bytes) -> object:
+    return x509.load_der_x509_certificate(der).public_key()
 
 
 def _holds_private_key(der: bytes) -> bool:

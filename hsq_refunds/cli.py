@@ -1,0 +1,216 @@
+"""The merchant's command line: ``python -m hsq_refunds query-refund TRANS_NO``.
+
+Asks HSQ about one refund without Django, for checking credentials and looking at a refund by
+hand. Settings come from flags or from ``HSQ_*`` environment variables (flags win); secrets
+belong in the environment, since a command line is visible to every user of the machine.
+
+On success one JSON object (the gateway's field names) goes to stdout and the exit status is 0.
+On failure one line ``error: <ErrorClass>: <message>`` goes to stderr and the exit status
+tells the error class apart (see ``EXIT_CODES``). Never a traceback, never key material.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn, TextIO
+
+from hsq_refunds.gateway import (
+    ENVIRONMENTS,
+    ConfigurationError,
+    GatewayError,
+    HsqClient,
+    HsqError,
+    InvalidRequestError,
+    ResponseError,
+    SignatureError,
+    TransportError,
+)
+
+__all__ = ["EXIT_CODES", "EXIT_USAGE", "main"]
+
+#: ``sysexits.h``'s EX_USAGE: argparse's own 2 is taken by ConfigurationError.
+EXIT_USAGE = 64
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+#: Exit status per error class.
+EXIT_CODES: Mapping[str, int] = {
+    cls.__name__: cls.exit_code
+    for cls in (
+        ConfigurationError,
+        TransportError,
+        GatewayError,
+        SignatureError,
+        ResponseError,
+        InvalidRequestError,
+    )
+}
+
+#: (argparse dest, flag, environment variable, what it is) for every setting.
+_SETTINGS = (
+    ("merchant_no", "--merchant-no", "HSQ_MERCHANT_NO", "merchant number (merchantNo)"),
+    ("sign_key", "--sign-key", "HSQ_SIGN_KEY", "sign key (签名混淆KEY)"),
+    ("private_key", "--private-key", "HSQ_PRIVATE_KEY", "merchant private key"),
+    (
+        "private_key_password",
+        "--private-key-password",
+        "HSQ_PRIVATE_KEY_PASSWORD",
+        "private key password",
+    ),
+    ("platform_cert", "--platform-cert", "HSQ_PLATFORM_CERT", "platform certificate"),
+    ("base_url", "--base-url", "HSQ_BASE_URL", "gateway URL"),
+    ("environment", "--environment", "HSQ_ENVIRONMENT", "environment"),
+    ("timeout", "--timeout", "HSQ_TIMEOUT", "timeout"),
+)
+_REQUIRED = ("merchant_no", "sign_key", "private_key", "platform_cert")
+_MAX_CONNECT_TIMEOUT = 5.0
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit with 64 (EX_USAGE), so they are told apart from the HSQ errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m hsq_refunds",
+        description="Talk to 慧收钱 (HSQ) from the command line.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    query = commands.add_parser(
+        "query-refund",
+        help="ask HSQ about one refund (POLYMERIZE_REFUND_QUERY)",
+        description=(
+            "Ask HSQ about one refund and print the verified result as JSON. Each option "
+            "defaults to its environment variable; keep secrets in the environment."
+        ),
+    )
+    query.add_argument("trans_no", metavar="TRANS_NO", help="the refund's merchant order number")
+    helps = {
+        "merchant_no": "merchant number [HSQ_MERCHANT_NO]",
+        "sign_key": "sign key; prefer HSQ_SIGN_KEY, a command line is visible to others",
+        "private_key": "merchant private key: a path (.pfx, .pem, ...) or the key text "
+        "[HSQ_PRIVATE_KEY]",
+        "private_key_password": "password of the private key; prefer HSQ_PRIVATE_KEY_PASSWORD",
+        "platform_cert": "platform certificate or public key: a path or the text "
+        "[HSQ_PLATFORM_CERT]",
+        "base_url": "gateway URL, overriding the environment [HSQ_BASE_URL]",
+        "environment": "HSQ environment (default production) [HSQ_ENVIRONMENT]",
+        "timeout": "read timeout in seconds (default 15) [HSQ_TIMEOUT]",
+    }
+    for dest, flag, _env, _what in _SETTINGS:
+        extra: dict[str, Any] = {}
+        if dest == "environment":
+            extra["choices"] = sorted(ENVIRONMENTS)
+        if dest == "timeout":
+            extra["type"] = _positive_seconds
+            extra["metavar"] = "SECONDS"
+        query.add_argument(flag, dest=dest, help=helps[dest], **extra)
+    query.add_argument(
+        "-v", "--verbose", action="store_true", help="log the request's outcome to stderr"
+    )
+    return parser
+
+
+def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Each setting from its flag, else from its environment variable (empty means unset)."""
+    values: dict[str, Any] = {}
+    for dest, flag, env, what in _SETTINGS:
+        value = getattr(args, dest)
+        if value is None:
+            value = environ.get(env) or None
+        if value is None and dest in _REQUIRED:
+            raise ConfigurationError(f"{what} is missing: pass {flag} or set {env}")
+        values[dest] = value
+    if isinstance(values["timeout"], str):
+        try:
+            values["timeout"] = _positive_seconds(values["timeout"])
+        except argparse.ArgumentTypeError:
+            raise ConfigurationError("HSQ_TIMEOUT: must be a positive number of seconds") from None
+    return values
+
+
+def _client(settings: Mapping[str, Any]) -> HsqClient:
+    timeout = settings["timeout"]
+    timeouts = (
+        {}
+        if timeout is None
+        else {
+            "read_timeout": timeout,
+            "connect_timeout": min(timeout, _MAX_CONNECT_TIMEOUT),
+        }
+    )
+    return HsqClient(
+        merchant_no=settings["merchant_no"],
+        sign_key=settings["sign_key"],
+        private_key=settings["private_key"],
+        private_key_password=settings["private_key_password"],
+        platform_key=settings["platform_cert"],
+        base_url=settings["base_url"],
+        environment=settings["environment"] or "production",
+        **timeouts,
+    )
+
+
+def _query_refund(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> None:
+    with _client(_settings(args, environ)) as client:
+        result = client.query_refund(args.trans_no)
+    _write_json(result.as_gateway_dict(), out)
+
+
+def _write_json(data: Mapping[str, Any], out: TextIO) -> None:
+    try:
+        out.write(json.dumps(data, ensure_ascii=False) + "\n")
+    except UnicodeEncodeError:  # a terminal that cannot show Chinese: still valid JSON
+        out.write(json.dumps(data) + "\n")
+    out.flush()
+
+
+def _printable(text: str) -> str:
+    """Escape control characters, so a message from the gateway cannot drive the terminal."""
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
+def _enable_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("hsq_refunds")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.verbose:
+        _enable_logging()
+    try:
+        _query_refund(args, os.environ if environ is None else environ, sys.stdout)
+    except HsqError as exc:
+        print(f"error: {type(exc).__name__}: {_printable(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # never a traceback: it could show settings
+        print(f"error: unexpected {type(exc).__name__}", file=sys.stderr)
+        return EXIT_INTERNAL
+    return 0

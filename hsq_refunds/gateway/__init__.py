@@ -1,0 +1,56 @@
+"""HSQ's acquiring API, and nothing else: keys, signatures, the HTTP client, typed results.
+
+This package imports no Django, so it can be used and tested on its own::
+
+    from hsq_refunds.gateway import HsqClient
+
+    with HsqClient(
+        merchant_no="814000473149",
+        sign_key=...,
+        private_key="814000473149_pri.pfx",
+        private_key_password=...,
+        platform_key="MANDAO_814000473149_pub.cer",
+        environment="test",
+    ) as client:
+        result = client.query_refund("DD20210812103012841")
+"""
+
+from .client import (
+    ENVIRONMENTS,
+    REFUND_QUERY_METHOD,
+    HsqClient,
+    RateLimiter,
+    parse_refund_query_response,
+)
+from .errors import (
+    ConfigurationError,
+    GatewayError,
+    HsqError,
+    InvalidRequestError,
+    ResponseError,
+    SignatureError,
+    TransportError,
+)
+from .keys import KeySource, load_platform_key, load_private_key
+from .results import RefundQueryResult, RefundStatus, RespCode
+
+__all__ = [
+    "ENVIRONMENTS",
+    "REFUND_QUERY_METHOD",
+    "ConfigurationError",
+    "GatewayError",
+    "HsqClient",
+    "HsqError",
+    "InvalidRequestError",
+    "KeySource",
+    "RateLimiter",
+    "RefundQueryResult",
+    "RefundStatus",
+    "RespCode",
+    "ResponseError",
+    "SignatureError",
+    "TransportError",
+    "load_platform_key",
+    "load_private_key",
+    "parse_refund_query_response",
+]
