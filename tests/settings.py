@@ -93,8 +93,8 @@ Q_CLUSTER = {
     "name": "hsq_refunds_tests",
     "orm": "default",
     "sync": True,
-    "timeout": 60,
-    "retry": 120,
+    "timeout": 240,
+    "retry": 300,
     "workers": 2,
 }
 

@@ -1,0 +1,49 @@
+"""``manage.py prune_refund_queries``: delete old audit rows (``RefundQuery``).
+
+Rows older than ``HSQ_REFUNDS["QUERY_LOG_RETENTION_DAYS"]`` (default 90) are deleted, in
+batches; ``--days`` overrides the setting. Run it daily from cron, or schedule it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
+
+from hsq_refunds.conf import get_settings
+from hsq_refunds.models import RefundQuery
+
+
+class Command(BaseCommand):
+    help = _("Delete refund query records older than the retention period.")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--days",
+            type=int,
+            help=_('Keep this many days (default: HSQ_REFUNDS["QUERY_LOG_RETENTION_DAYS"]).'),
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        days = options["days"]
+        if days is None:
+            days = get_settings().QUERY_LOG_RETENTION_DAYS
+        if days is None:
+            if options["verbosity"] >= 1:
+                self.stdout.write(
+                    gettext("QUERY_LOG_RETENTION_DAYS is None: refund queries are kept.")
+                )
+            return
+        deleted = RefundQuery.objects.prune(timedelta(days=max(days, 0)))
+        if options["verbosity"] >= 1:
+            self.stdout.write(
+                ngettext(
+                    "Deleted %(count)d refund query older than %(days)d days.",
+                    "Deleted %(count)d refund queries older than %(days)d days.",
+                    deleted,
+                )
+                % {"count": deleted, "days": days}
+            )

@@ -1,0 +1,492 @@
+"""What one answer from HSQ may change about a refund, and when to ask again.
+
+Every rule about a refund's state lives here, as pure functions: :func:`decide` takes the
+refund as it is recorded and the outcome of one query (a verified
+:class:`~hsq_refunds.gateway.RefundQueryResult` or the exception the query raised) and returns a
+:class:`Decision`: the field values to write, the audit row, and what to signal. Nothing here
+touches the database, so each rule can be tested on its own.
+
+The rules:
+
+- Only a verified result changes a refund; an error never changes its status.
+- ``SUCCESS`` and ``FAIL`` are final. A later answer that says otherwise is recorded and flagged
+  (:attr:`AttentionReason.CONTRADICTION`), never applied.
+- An amount that differs from the expected one is stored as ``reported_amount`` and flagged,
+  never written over ``amount``. A refund tracked without an amount takes HSQ's.
+- ``200004``/``200009`` (not found) are normal within ``NOT_FOUND_GRACE`` of applying; later the
+  refund is flagged, and still asked about (it may yet appear). The flag clears itself when HSQ
+  finds the refund after all.
+- ``200021`` (wrong order number or past the query window): stop asking, flag.
+- ``200008`` (query failed), an answer without ``orderStatus``, transport and signature errors,
+  malformed answers and unsigned gateway errors: keep everything, record the error, ask again
+  after ``ERROR_BACKOFF``. A signed gateway error backs off two steps further.
+- Configuration errors and requests that cannot be sent are recorded as errors but are not
+  counted as queries to HSQ.
+- The next query follows ``QUERY_INTERVALS`` by the refund's age; an unfinished refund older
+  than ``MAX_AGE`` is no longer asked about and is flagged (unless already flagged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from django.db import models
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+from .conf import HsqRefundsSettings
+from .gateway import (
+    ConfigurationError,
+    GatewayError,
+    HsqError,
+    InvalidRequestError,
+    RefundQueryResult,
+    RespCode,
+    ResponseError,
+    SignatureError,
+    TransportError,
+)
+
+__all__ = [
+    "ERROR_OUTCOMES",
+    "FINAL_STATUSES",
+    "AttentionReason",
+    "Decision",
+    "ErrorInfo",
+    "Outcome",
+    "RefundState",
+    "Status",
+    "classify",
+    "decide",
+    "error_backoff",
+    "next_query_time",
+    "scheduled_interval",
+]
+
+#: Longest texts kept from the gateway, so a misbehaving answer cannot bloat the table.
+RESP_MSG_LENGTH = 255
+ERROR_MESSAGE_LENGTH = 2000
+CODE_LENGTH = 16
+ERROR_CODE_LENGTH = 64
+NUMBER_LENGTH = 64
+
+
+class Status(models.TextChoices):
+    """A refund's status as recorded: ``UNKNOWN`` until a verified answer says otherwise."""
+
+    UNKNOWN = "UNKNOWN", _("Unknown")
+    INIT = "INIT", _("Accepted")
+    PROCESSING = "PROCESSING", _("Processing")
+    SUCCESS = "SUCCESS", _("Succeeded")
+    FAIL = "FAIL", _("Failed")
+
+
+FINAL_STATUSES = frozenset({Status.SUCCESS.value, Status.FAIL.value})
+
+
+class AttentionReason(models.TextChoices):
+    """Why a refund waits for a person."""
+
+    NOT_FOUND = "not_found", _("Not found at HSQ after the grace period")
+    EXPIRED = "expired", _("Wrong order number or past the query window")
+    AMOUNT_MISMATCH = "amount_mismatch", _("Amount differs from the expected amount")
+    CONTRADICTION = "contradiction", _("Answer contradicts a final status")
+    GAVE_UP = "gave_up", _("Unfinished after the maximum age")
+
+
+class Outcome(models.TextChoices):
+    """How one query to HSQ ended."""
+
+    OK = "ok", _("Status received")
+    NOT_FOUND = "not_found", _("Order not found")
+    EXPIRED = "expired", _("Wrong order number or past the query window")
+    QUERY_FAILED = "query_failed", _("Query failed at HSQ")
+    NO_STATUS = "no_status", _("Answer without a status")
+    GATEWAY_ERROR = "gateway_error", _("Gateway error")
+    TRANSPORT_ERROR = "transport_error", _("Network error")
+    SIGNATURE_ERROR = "signature_error", _("Invalid signature")
+    RESPONSE_ERROR = "response_error", _("Malformed answer")
+    CONFIG_ERROR = "config_error", _("Configuration error")
+    INVALID_REQUEST = "invalid_request", _("Invalid request")
+    INTERNAL_ERROR = "internal_error", _("Unexpected error")
+
+
+#: Outcomes in which the query failed: the refund's state is unknown and nothing is applied.
+ERROR_OUTCOMES = frozenset(Outcome.values) - {Outcome.OK, Outcome.NOT_FOUND, Outcome.EXPIRED}
+
+_ERROR_OUTCOME_BY_CLASS: tuple[tuple[type[BaseException], Outcome], ...] = (
+    (ConfigurationError, Outcome.CONFIG_ERROR),
+    (InvalidRequestError, Outcome.INVALID_REQUEST),
+    (TransportError, Outcome.TRANSPORT_ERROR),
+    (SignatureError, Outcome.SIGNATURE_ERROR),
+    (ResponseError, Outcome.RESPONSE_ERROR),
+    (GatewayError, Outcome.GATEWAY_ERROR),
+)
+#: Errors raised before anything reached HSQ: not counted as queries.
+_NOT_SENT = frozenset({Outcome.CONFIG_ERROR, Outcome.INVALID_REQUEST})
+#: How many steps further along ERROR_BACKOFF a signed gateway error starts.
+_SIGNED_ERROR_EXTRA_STEPS = 2
+
+
+class RefundState(Protocol):
+    """The fields of a refund the rules read (a :class:`~hsq_refunds.models.Refund` has them)."""
+
+    status: str
+    amount: int | None
+    orig_trans_no: str
+    applied_at: datetime
+    finished_at: datetime | None
+    query_count: int
+    error_count: int
+    needs_attention: bool
+    attention_reason: str
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """A failed query as stored and reported: the error's kind, the gateway's code, a message."""
+
+    type: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one query outcome does to a refund.
+
+    ``changes`` maps refund field names to their new values (only fields that are written);
+    ``log`` holds the fields of the :class:`~hsq_refunds.models.RefundQuery` audit row;
+    ``attention`` is the reason newly raised by this answer, if any (to be signalled).
+    """
+
+    outcome: str
+    old_status: str
+    new_status: str
+    changes: dict[str, Any] = field(default_factory=dict)
+    log: dict[str, Any] = field(default_factory=dict)
+    attention: str | None = None
+    error: ErrorInfo | None = None
+    queried: bool = True
+
+    @property
+    def status_changed(self) -> bool:
+        return self.old_status != self.new_status
+
+
+# --------------------------------------------------------------------------- the schedule
+
+
+def scheduled_interval(age: timedelta, policy: HsqRefundsSettings) -> timedelta:
+    """The normal wait between queries for a refund of this age (``QUERY_INTERVALS``)."""
+    seconds = age.total_seconds()
+    for limit, interval in policy.QUERY_INTERVALS:
+        if seconds < limit:
+            return timedelta(seconds=interval)
+    return timedelta(seconds=policy.QUERY_INTERVALS[-1][1])
+
+
+def error_backoff(
+    error_count: int, policy: HsqRefundsSettings, *, signed: bool = False
+) -> timedelta:
+    """The wait after ``error_count`` consecutive failed queries (``ERROR_BACKOFF``)."""
+    steps = policy.ERROR_BACKOFF
+    index = max(error_count, 1) - 1 + (_SIGNED_ERROR_EXTRA_STEPS if signed else 0)
+    return timedelta(seconds=steps[min(index, len(steps) - 1)])
+
+
+def next_query_time(
+    applied_at: datetime,
+    now: datetime,
+    policy: HsqRefundsSettings,
+    *,
+    at_least: timedelta = timedelta(0),
+) -> datetime | None:
+    """When to ask about an unfinished refund next; ``None`` once it is past ``MAX_AGE``.
+
+    The wait is the scheduled interval for the refund's age, or ``at_least`` if that is longer
+    (an error's backoff never makes a refund asked about more often). The last query falls on
+    the deadline itself.
+    """
+    deadline = applied_at + timedelta(seconds=policy.MAX_AGE)
+    if now >= deadline:
+        return None
+    wait = max(scheduled_interval(now - applied_at, policy), at_least)
+    return min(now + wait, deadline)
+
+
+# --------------------------------------------------------------------------- the decision
+
+
+def classify(result: RefundQueryResult) -> Outcome:
+    """The outcome of a verified result, from its ``respCode`` and ``orderStatus``.
+
+    Documented failure codes decide first. Any other answer with an ``orderStatus`` is trusted
+    (``200007``, ``100201`` and codes the gateway's page does not list: a verified status is the
+    gateway's own statement); an answer with neither is not usable.
+    """
+    code = result.resp_code
+    if code in RespCode.NOT_FOUND_CODES:
+        return Outcome.NOT_FOUND
+    if code == RespCode.QUERY_FAILED:
+        return Outcome.QUERY_FAILED
+    if code == RespCode.WRONG_OR_EXPIRED:
+        return Outcome.EXPIRED
+    if result.status is None:
+        return Outcome.NO_STATUS
+    return Outcome.OK
+
+
+def decide(
+    refund: RefundState,
+    answer: RefundQueryResult | BaseException,
+    *,
+    now: datetime,
+    policy: HsqRefundsSettings,
+) -> Decision:
+    """Apply the rules to one query outcome; see the module docstring."""
+    if isinstance(answer, RefundQueryResult):
+        outcome = classify(answer)
+        if outcome in ERROR_OUTCOMES:
+            return _decide_error(refund, answer, outcome, now, policy)
+        return _decide_answer(refund, answer, outcome, now, policy)
+    return _decide_error(refund, answer, _error_outcome(answer), now, policy)
+
+
+class _Builder:
+    """Collects the changes of one decision."""
+
+    def __init__(self, refund: RefundState, now: datetime, *, queried: bool) -> None:
+        self.refund = refund
+        self.now = now
+        self.changes: dict[str, Any] = {"updated_at": now}
+        self.attention: str | None = None
+        if queried:
+            self.changes["last_queried_at"] = now
+            self.changes["query_count"] = refund.query_count + 1
+
+    def flag(self, reason: AttentionReason, detail: str) -> None:
+        """Raise ``reason``; signalled only if the refund was not already flagged for it."""
+        refund = self.refund
+        if not (refund.needs_attention and refund.attention_reason == reason):
+            self.attention = reason.value
+        self.changes.update(needs_attention=True, attention_reason=reason.value)
+        self.changes["attention_detail"] = detail
+
+    def flagged(self) -> bool:
+        return self.refund.needs_attention or self.attention is not None
+
+    def clear_errors(self) -> None:
+        if self.refund.error_count:
+            self.changes["error_count"] = 0
+        self.changes.update(last_error_type="", last_error_code="", last_error_message="")
+
+    def schedule(self, policy: HsqRefundsSettings, at_least: timedelta = timedelta(0)) -> None:
+        """Set the next query of an unfinished refund; give up (and flag) past ``MAX_AGE``."""
+        when = next_query_time(self.refund.applied_at, self.now, policy, at_least=at_least)
+        self.changes["next_query_at"] = when
+        if when is None and not self.flagged():
+            self.flag(
+                AttentionReason.GAVE_UP,
+                gettext("Still unfinished %(days)s days after it was applied for; not asked again.")
+                % {"days": _days(policy.MAX_AGE)},
+            )
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:g}"
+
+
+def _decide_answer(
+    refund: RefundState,
+    result: RefundQueryResult,
+    outcome: Outcome,
+    now: datetime,
+    policy: HsqRefundsSettings,
+) -> Decision:
+    build = _Builder(refund, now, queried=True)
+    build.clear_errors()
+    build.changes.update(
+        resp_code=result.resp_code[:CODE_LENGTH],
+        resp_msg=result.resp_msg[:RESP_MSG_LENGTH],
+        last_result=result.raw_result,
+    )
+    old = refund.status
+    new = old
+    if outcome == Outcome.OK:
+        new = _apply_status(build, result, policy)
+    elif outcome == Outcome.NOT_FOUND:
+        _not_found(build, now, policy)
+    else:  # Outcome.EXPIRED
+        build.changes["next_query_at"] = None
+        if old not in FINAL_STATUSES:
+            build.flag(
+                AttentionReason.EXPIRED,
+                gettext(
+                    "HSQ answered %(code)s (%(message)s): the order number is wrong or past "
+                    "the query window. Not asked again."
+                )
+                % {"code": result.resp_code, "message": result.resp_msg or "-"},
+            )
+    return Decision(
+        outcome=outcome.value,
+        old_status=old,
+        new_status=new,
+        changes=build.changes,
+        log=_log(outcome, result=result),
+        attention=build.attention,
+    )
+
+
+def _apply_status(build: _Builder, result: RefundQueryResult, policy: HsqRefundsSettings) -> str:
+    """A verified ``orderStatus``: applied unless it contradicts a final state."""
+    refund, changes = build.refund, build.changes
+    old, new = refund.status, result.status.value  # type: ignore[union-attr]
+    if old in FINAL_STATUSES:
+        changes["next_query_at"] = None
+        if new != old:
+            build.flag(
+                AttentionReason.CONTRADICTION,
+                gettext(
+                    "HSQ now reports %(new)s for this refund, recorded as %(old)s; the recorded "
+                    "status was kept."
+                )
+                % {"new": new, "old": old},
+            )
+        return old
+    if new != old:
+        changes["status"] = new
+    if refund.needs_attention and refund.attention_reason == AttentionReason.NOT_FOUND:
+        changes.update(needs_attention=False, attention_reason="", attention_detail="")
+    if result.trade_no:
+        changes["trade_no"] = result.trade_no[:NUMBER_LENGTH]
+    if result.orig_trans_no and not refund.orig_trans_no:
+        changes["orig_trans_no"] = result.orig_trans_no[:NUMBER_LENGTH]
+    changes["extend"] = result.extend
+    _check_amount(build, result.amount)
+    if new in FINAL_STATUSES:
+        changes["finished_at"] = result.finished_at or refund.finished_at
+        changes["next_query_at"] = None
+    else:
+        build.schedule(policy)
+    return new
+
+
+def _check_amount(build: _Builder, reported: int | None) -> None:
+    expected = build.refund.amount
+    if reported is None:
+        return
+    if expected is None:
+        build.changes.update(amount=reported, reported_amount=None)
+    elif reported == expected:
+        build.changes["reported_amount"] = None
+    else:
+        build.changes["reported_amount"] = reported
+        build.flag(
+            AttentionReason.AMOUNT_MISMATCH,
+            gettext("HSQ reports %(reported)s fen; %(expected)s fen were expected.")
+            % {"reported": reported, "expected": expected},
+        )
+
+
+def _not_found(build: _Builder, now: datetime, policy: HsqRefundsSettings) -> None:
+    refund = build.refund
+    if refund.status in FINAL_STATUSES:
+        build.changes["next_query_at"] = None
+        build.flag(
+            AttentionReason.CONTRADICTION,
+            gettext("HSQ no longer finds this refund, recorded as %(old)s; the status was kept.")
+            % {"old": refund.status},
+        )
+        return
+    grace = timedelta(seconds=policy.NOT_FOUND_GRACE)
+    if now - refund.applied_at > grace:
+        build.flag(
+            AttentionReason.NOT_FOUND,
+            gettext(
+                "HSQ does not know this order number %(minutes)s minutes after it was applied "
+                "for. Check the transNo; it is still asked about."
+            )
+            % {"minutes": f"{policy.NOT_FOUND_GRACE / 60:g}"},
+        )
+    build.schedule(policy)
+
+
+def _decide_error(
+    refund: RefundState,
+    answer: RefundQueryResult | BaseException,
+    outcome: Outcome,
+    now: datetime,
+    policy: HsqRefundsSettings,
+) -> Decision:
+    queried = outcome not in _NOT_SENT
+    build = _Builder(refund, now, queried=queried)
+    error = _error_info(answer, outcome)
+    error_count = refund.error_count + 1
+    build.changes.update(
+        error_count=error_count,
+        last_error_type=error.type,
+        last_error_code=error.code,
+        last_error_message=error.message,
+    )
+    if isinstance(answer, RefundQueryResult):
+        build.changes.update(
+            resp_code=answer.resp_code[:CODE_LENGTH],
+            resp_msg=answer.resp_msg[:RESP_MSG_LENGTH],
+            last_result=answer.raw_result,
+        )
+    if refund.status not in FINAL_STATUSES:
+        signed = isinstance(answer, GatewayError) and answer.signed
+        build.schedule(policy, at_least=error_backoff(error_count, policy, signed=signed))
+    return Decision(
+        outcome=outcome.value,
+        old_status=refund.status,
+        new_status=refund.status,
+        changes=build.changes,
+        log=_log(
+            outcome, result=answer if isinstance(answer, RefundQueryResult) else None, error=error
+        ),
+        attention=build.attention,
+        error=error,
+        queried=queried,
+    )
+
+
+def _error_outcome(exc: BaseException) -> Outcome:
+    for cls, outcome in _ERROR_OUTCOME_BY_CLASS:
+        if isinstance(exc, cls):
+            return outcome
+    return Outcome.INTERNAL_ERROR
+
+
+def _error_info(answer: RefundQueryResult | BaseException, outcome: Outcome) -> ErrorInfo:
+    if isinstance(answer, RefundQueryResult):
+        message = answer.resp_msg or (
+            gettext("the answer has no orderStatus") if outcome == Outcome.NO_STATUS else ""
+        )
+        return ErrorInfo(
+            outcome.value, answer.resp_code[:ERROR_CODE_LENGTH], message[:ERROR_MESSAGE_LENGTH]
+        )
+    if isinstance(answer, HsqError):
+        return ErrorInfo(
+            answer.kind, answer.code[:ERROR_CODE_LENGTH], answer.message[:ERROR_MESSAGE_LENGTH]
+        )
+    message = f"{type(answer).__name__}: {answer}"
+    return ErrorInfo("internal", "", message[:ERROR_MESSAGE_LENGTH])
+
+
+def _log(
+    outcome: Outcome, *, result: RefundQueryResult | None = None, error: ErrorInfo | None = None
+) -> dict[str, Any]:
+    """The fields of the audit row (``RefundQuery``) for one outcome."""
+    return {
+        "outcome": outcome.value,
+        "error_type": error.type if error else "",
+        "error_code": error.code if error else "",
+        "error_message": error.message if error else "",
+        "resp_code": result.resp_code[:CODE_LENGTH] if result else "",
+        "status_seen": result.status.value if result and result.status else "",
+        "result": result.raw_result if result else "",
+    }
