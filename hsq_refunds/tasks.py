@@ -1,0 +1,221 @@
+"""django-q2 tasks: the scheduled sync, and the batches it spreads over every worker.
+
+:func:`sync_due_refunds` runs on the schedule that ``manage.py hsq_refunds_schedule`` installs.
+When no more than ``TASK_BATCH_SIZE`` refunds are due it syncs them itself. Otherwise it cuts
+the due refunds into batches and queues one :func:`sync_refund_batch` task per batch, all in
+one django-q2 group per cycle, so that every worker of every cluster reading the queue takes
+part: with the Redis broker, that is every ``manage.py qcluster`` on every machine.
+
+A queued batch must not be queued again by the next cycle while it waits for a worker. So the
+cycle *claims* each batch's refunds before queueing it, with the engine's own claim fields
+(``claimed_until``, ``claim_token``): a token unique to the batch, for a lease long enough for
+the broker to hand the task over (:func:`queued_lease`). Later cycles, like every other sync,
+pass over claimed refunds. When the batch task starts it takes its refunds back (those still
+holding its token) and hands them to the engine, which claims them again one by one as it
+queries them. If the task is lost, the lease runs out and a later cycle queues the refunds
+again; if the old task turns up after all, its token is gone from them and it does nothing.
+Either way the engine's claims keep two workers from querying one refund at the same time.
+
+Every task returns JSON-able data (the engine's report, and for batches the host and process
+that ran it), which django-q2 keeps with the task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from .conf import get_settings
+from .models import Refund
+from .scheduling import DJANGO_Q_DEFAULT_RETRY
+from .sync import sync_refunds
+
+__all__ = [
+    "BATCH_TASK",
+    "CYCLE_TASK",
+    "cluster_configured",
+    "enqueue_refresh",
+    "queued_lease",
+    "sync_due_refunds",
+    "sync_refund_batch",
+]
+
+logger = logging.getLogger("hsq_refunds.tasks")
+
+#: Dotted paths django-q2 stores with each task (and the schedule calls).
+CYCLE_TASK = "hsq_refunds.tasks.sync_due_refunds"
+BATCH_TASK = "hsq_refunds.tasks.sync_refund_batch"
+
+
+def cluster_configured() -> bool:
+    """Whether tasks can be queued: ``django_q`` is installed and ``Q_CLUSTER`` is set."""
+    return apps.is_installed("django_q") and bool(getattr(settings, "Q_CLUSTER", None))
+
+
+def queued_lease() -> timedelta:
+    """How long a queued batch holds its refunds before a later cycle may queue them again.
+
+    The longest of ``CLAIM_LEASE`` (how long the engine's own claims last),
+    ``Q_CLUSTER["retry"]`` (how long a broker that takes receipts waits before it gives the
+    task to another worker; it includes the wait in a cluster's internal queue) and
+    ``Q_CLUSTER["timeout"]``. A lost task holds its refunds no longer than this.
+    """
+    conf = getattr(settings, "Q_CLUSTER", None) or {}
+    seconds = [get_settings().CLAIM_LEASE, _number(conf.get("retry"), DJANGO_Q_DEFAULT_RETRY)]
+    seconds.append(_number(conf.get("timeout"), 0))
+    return timedelta(seconds=max(seconds))
+
+
+def _number(value: object, default: float) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return default
+
+
+def _free(now: datetime) -> Q:
+    return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+
+
+def _due_unclaimed(now: datetime) -> QuerySet[Refund]:
+    return Refund.objects.filter(_free(now), next_query_at__lte=now)
+
+
+def _due_pages(now: datetime, size: int) -> Iterator[list[int]]:
+    """Ids of due, unclaimed refunds in pages of ``size``, oldest due first (keyset pages)."""
+    ordered = _due_unclaimed(now).order_by("next_query_at", "id").values_list("next_query_at", "id")
+    after: tuple[datetime, int] | None = None
+    while True:
+        page = ordered
+        if after is not None:
+            page = ordered.filter(
+                Q(next_query_at__gt=after[0]) | Q(next_query_at=after[0], id__gt=after[1])
+            )
+        rows = list(page[:size])
+        if rows:
+            yield [refund_id for _when, refund_id in rows]
+        if len(rows) < size:
+            return
+        after = rows[-1]
+
+
+def _group_name(kind: str) -> str:
+    return f"hsq_refunds.{kind}.{timezone.now():%Y%m%dT%H%M%S}.{uuid.uuid4().hex[:8]}"
+
+
+def sync_due_refunds() -> dict[str, Any]:
+    """The scheduled sync: every due refund, inline when few, else in queued batches.
+
+    Returns ``{"batches": 0, "queued": 0, "group": None, "report": {...}}`` after an inline
+    sync, or ``{"batches": n, "queued": refunds, "group": "...", "report": None}`` after
+    queueing ``n`` batches in one group.
+    """
+    policy = get_settings()
+    size = policy.TASK_BATCH_SIZE
+    now = timezone.now()
+    waiting = list(_due_unclaimed(now).values_list("id", flat=True)[: size + 1])
+    if len(waiting) <= size:
+        report = sync_refunds()
+        return {"batches": 0, "queued": 0, "group": None, "report": report.as_dict()}
+    return _fan_out(now, size)
+
+
+def _fan_out(now: datetime, size: int) -> dict[str, Any]:
+    """Claim the due refunds batch by batch and queue one task per batch."""
+    from django_q.tasks import async_task
+
+    group = _group_name("sync")
+    until = now + queued_lease()
+    batches = queued = 0
+    for page in _due_pages(now, size):
+        token = uuid.uuid4().hex
+        claimed = Refund.objects.filter(_free(timezone.now()), id__in=page, next_query_at__lte=now)
+        if not claimed.update(claimed_until=until, claim_token=token):
+            continue
+        ids = list(
+            Refund.objects.filter(id__in=page, claim_token=token)
+            .order_by("next_query_at", "id")
+            .values_list("id", flat=True)
+        )
+        try:
+            async_task(BATCH_TASK, ids, claim_token=token, q_options={"group": group})
+        except Exception:
+            # The broker refused the task: free its refunds for the next cycle at once.
+            Refund.objects.filter(claim_token=token).update(claimed_until=None, claim_token="")
+            raise
+        batches += 1
+        queued += len(ids)
+    logger.info("queued %d refunds in %d batches (group %s)", queued, batches, group)
+    return {"batches": batches, "queued": queued, "group": group, "report": None}
+
+
+def _take_back(refund_ids: Sequence[int], token: str) -> list[int]:
+    """Release the refunds a cycle claimed for this batch that still hold its token.
+
+    Those are handed to the engine right away, which claims them again as it queries them
+    and passes over any that another run has queried since it started.
+    """
+    held = list(
+        Refund.objects.filter(id__in=refund_ids, claim_token=token)
+        .order_by("next_query_at", "id")
+        .values_list("id", flat=True)
+    )
+    if held:
+        Refund.objects.filter(id__in=held, claim_token=token).update(
+            claimed_until=None, claim_token=""
+        )
+    return held
+
+
+def sync_refund_batch(
+    refund_ids: Sequence[int], *, claim_token: str | None = None
+) -> dict[str, Any]:
+    """Sync one batch of refunds; the task :func:`sync_due_refunds` and the admin queue.
+
+    With ``claim_token`` (a batch of a scheduled cycle), only the refunds still claimed with
+    that token, and still due, are synced. Without it (a refresh asked for in the admin),
+    every given refund is queried, due or not, final or not. Returns the engine's report plus
+    ``host`` and ``pid`` (which worker ran the batch) and ``refunds`` (how many it synced).
+    """
+    ids = list(refund_ids)
+    if claim_token is not None:
+        ids = _take_back(ids, claim_token)
+        if ids:
+            due = set(Refund.objects.filter(id__in=ids).due().values_list("id", flat=True))
+            ids = [refund_id for refund_id in ids if refund_id in due]
+    report = sync_refunds(ids) if ids else None
+    result = report.as_dict() if report is not None else _empty_report()
+    result.update(host=socket.gethostname(), pid=os.getpid(), refunds=len(ids))
+    return result
+
+
+def _empty_report() -> dict[str, Any]:
+    from .sync import SyncReport
+
+    return SyncReport().as_dict()
+
+
+def enqueue_refresh(refund_ids: Sequence[int]) -> str:
+    """Queue a refresh of these refunds (due or not) in batches; return the group id.
+
+    For the admin's bulk action above ``ADMIN_SYNC_LIMIT``: the request only queues the work.
+    Nothing is claimed in advance: the engine claims each refund when a worker queries it.
+    """
+    from django_q.tasks import async_task
+
+    ids = list(dict.fromkeys(int(refund_id) for refund_id in refund_ids))
+    size = get_settings().TASK_BATCH_SIZE
+    group = _group_name("refresh")
+    for start in range(0, len(ids), size):
+        async_task(BATCH_TASK, ids[start : start + size], q_options={"group": group})
+    logger.info("queued a refresh of %d refunds (group %s)", len(ids), group)
+    return group

@@ -1,0 +1,174 @@
+"""A real distributed run: two ``manage.py qcluster`` processes, Redis, PostgreSQL, the sandbox.
+
+The test process runs the sandbox gateway (with latency, so that the work takes a while and
+spreads) and holds the due refunds in its PostgreSQL test database. Two clusters of several
+workers each read one Redis queue. A child process queues one scheduled cycle; the cycle fans
+the refunds out in batches, and both clusters must take part, with no refund asked twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from django.utils import timezone
+from django_q.models import Task
+
+from hsq_refunds import tasks
+from hsq_refunds.models import Refund, RefundQuery
+from tests.processes import REPO, child_env, manage_argv, run_manage
+from tests.services import ServiceUnavailable, ensure_redis
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.timeout(240),
+]
+
+REFUNDS = 2000
+BATCH_SIZE = 50
+CLUSTERS = 2
+WORKERS = 4
+DEADLINE = 180  # seconds for the whole run; it takes a small fraction of that here
+
+
+@pytest.fixture
+def redis_url() -> str:
+    try:
+        return ensure_redis()
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def cluster_env(redis_url) -> Iterator[dict[str, str]]:
+    """Environment of the qcluster processes: the test's database, a queue of their own."""
+    name = f"hsq_refunds_test_{uuid.uuid4().hex[:12]}"
+    yield {
+        "DJANGO_SETTINGS_MODULE": "tests.tasks.cluster_settings",
+        "HSQ_TEST_REDIS_URL": redis_url,
+        "HSQ_TEST_Q_NAME": name,
+        "HSQ_TEST_Q_WORKERS": str(WORKERS),
+    }
+    import redis
+
+    with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
+        client.delete(f"django_q:{name}:q")
+
+
+class Cluster:
+    """One ``manage.py qcluster`` process, its log in a file, in a process group of its own."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                manage_argv("qcluster"),
+                env=env,
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def running(self) -> bool:
+        return "running." in self.log.read_text(errors="replace")
+
+    def pids(self) -> set[int]:
+        """This cluster's processes: the command, its sentinel, workers, monitor and pusher."""
+        root = psutil.Process(self.process.pid)
+        return {root.pid, *(child.pid for child in root.children(recursive=True))}
+
+    def stop(self) -> None:
+        """SIGTERM (the cluster finishes its tasks and stops), then kill whatever is left."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+
+def wait_for(what: str, condition, clusters: list[Cluster], deadline: float) -> None:
+    while not condition():
+        for cluster in clusters:
+            if cluster.process.poll() is not None:
+                pytest.fail(f"a cluster exited early:\n{cluster.log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+
+def test_two_clusters_share_the_due_refunds(
+    transactional_db, configure, sandbox, make_refunds, cluster_env, tmp_path
+):
+    configure(TASK_BATCH_SIZE=BATCH_SIZE, CONCURRENCY=8)
+    sandbox.set_fault("latency", seconds=0.05)
+    ids = make_refunds(REFUNDS, "C")
+    env = child_env(cluster_env)
+    deadline = time.monotonic() + DEADLINE
+
+    clusters: list[Cluster] = []
+    try:
+        for number in range(CLUSTERS):
+            clusters.append(Cluster(env, tmp_path / f"cluster{number}.log"))
+        wait_for(
+            "the clusters to start", lambda: all(c.running() for c in clusters), clusters, deadline
+        )
+
+        queued = run_manage(
+            [
+                "shell",
+                "-c",
+                f"from django_q.tasks import async_task; print(async_task({tasks.CYCLE_TASK!r}))",
+            ],
+            env=cluster_env,
+        )
+        assert queued.returncode == 0, queued.stderr
+        cycle_id = queued.stdout.strip().splitlines()[-1]
+
+        wait_for("the cycle", lambda: Task.objects.filter(id=cycle_id).exists(), clusters, deadline)
+        cycle = Task.objects.get(id=cycle_id)
+        assert cycle.success, cycle.result
+        group, batches = cycle.result["group"], cycle.result["batches"]
+        assert batches == REFUNDS // BATCH_SIZE
+        assert cycle.result["queued"] == REFUNDS
+
+        def done() -> bool:
+            due = Refund.objects.filter(next_query_at__lte=timezone.now()).exists()
+            return not due and Task.objects.filter(group=group).count() == batches
+
+        wait_for("every batch", done, clusters, deadline)
+        processes = [cluster.pids() for cluster in clusters]
+    finally:
+        for cluster in clusters:
+            cluster.stop()
+
+    # Every refund synced, each asked exactly once.
+    assert set(Refund.objects.filter(id__in=ids).values_list("status", flat=True)) == {"SUCCESS"}
+    counts = sandbox.query_counts()
+    assert len(counts) == REFUNDS
+    assert set(counts.values()) == {1}
+    assert RefundQuery.objects.count() == REFUNDS
+    assert not Refund.objects.exclude(claim_token="").exists()
+
+    # Every batch succeeded, and both clusters did part of the work.
+    results = [task.result for task in Task.objects.filter(group=group)]
+    assert all(task.success for task in Task.objects.filter(group=group))
+    assert sum(result["refunds"] for result in results) == REFUNDS
+    assert sum(result["queried"] for result in results) == REFUNDS
+    work = [sum(r["refunds"] for r in results if r["pid"] in pids) for pids in processes]
+    assert all(share > 0 for share in work), f"refunds synced per cluster: {work}"
+    assert sum(work) == REFUNDS
