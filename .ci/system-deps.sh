@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite and the demo need, when they are missing:
 # PostgreSQL and Redis (throwaway servers for concurrency and distributed tests), Debian's
-# Chromium and ChromeDriver (admin tests in a real browser), gettext (compiling translations).
+# Chromium and ChromeDriver (admin tests in a real browser) with a CJK font, gettext.
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
@@ -10,6 +10,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v msgfmt >/dev/null 2>&1 || need+=(gettext)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# Chinese glyphs in the zh-hans admin screenshots.
+dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need+=(fonts-noto-cjk)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -1,0 +1,515 @@
+"""The Django admin of hsq_refunds: see refunds, add one by hand, refresh their status.
+
+Refreshing goes through the same engine as the management command and the django-q2 task
+(:func:`hsq_refunds.sync.sync_refunds`). The admin only decides how much work one web request
+may do (at most ``ADMIN_SYNC_LIMIT`` refunds; more are queued on django-q2 or refused) and
+turns the engine's report into messages. Gateway failures become messages naming the error
+type and the gateway's own code and message: never a 500, never key material.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
+
+from . import conf, tasks
+from .gateway import ConfigurationError, HsqError
+from .models import Refund, RefundQuery
+from .sync import RefundFailure, SyncReport, sync_refund, sync_refunds
+from .sync import _error_label as error_label
+
+__all__ = ["RefundAddForm", "RefundAdmin", "RefundQueryInline", "format_fen", "yuan_to_fen"]
+
+logger = logging.getLogger("hsq_refunds.admin")
+
+#: How many of a refund's queries its page shows, newest first.
+RECENT_QUERIES = 20
+#: How many failures the error message lists one by one.
+LISTED_FAILURES = 10
+
+
+def format_fen(fen: int | None) -> str:
+    """``1234`` -> ``"¥12.34"``: yuan with two decimals, computed on integers (never float)."""
+    if fen is None:
+        return "-"
+    sign = "-" if fen < 0 else ""
+    yuan, cents = divmod(abs(fen), 100)
+    return f"{sign}¥{yuan:,}.{cents:02d}"
+
+
+def yuan_to_fen(amount: Decimal) -> int:
+    """``Decimal("12.34")`` -> ``1234``, exactly; more than two decimals is a ``ValueError``."""
+    fen = amount.scaleb(2)
+    if fen != fen.to_integral_value():
+        raise ValueError(f"{amount} has more than two decimals")
+    return int(fen)
+
+
+def describe_error(error_type: str, code: str, message: str) -> str:
+    """One line naming an error's type and the gateway's own code and message."""
+    label = error_label(error_type)
+    if code and message:
+        return gettext("%(type)s (code %(code)s): %(message)s") % {
+            "type": label,
+            "code": code,
+            "message": message,
+        }
+    if code:
+        return gettext("%(type)s (code %(code)s)") % {"type": label, "code": code}
+    if message:
+        return gettext("%(type)s: %(message)s") % {"type": label, "message": message}
+    return label
+
+
+def describe_failures(failures: Sequence[RefundFailure]) -> str:
+    """``2 refunds could not be refreshed: R1: signature invalid: ...; R2: ...``."""
+    listed = "; ".join(
+        gettext("%(trans_no)s: %(error)s")
+        % {
+            "trans_no": failure.trans_no,
+            "error": describe_error(failure.error_type, failure.code, failure.message),
+        }
+        for failure in failures[:LISTED_FAILURES]
+    )
+    more = len(failures) - LISTED_FAILURES
+    if more > 0:
+        listed += " " + ngettext("(and %(count)d more)", "(and %(count)d more)", more) % {
+            "count": more
+        }
+    return ngettext(
+        "%(count)d refund could not be refreshed: %(failures)s",
+        "%(count)d refunds could not be refreshed: %(failures)s",
+        len(failures),
+    ) % {"count": len(failures), "failures": listed}
+
+
+class RefundAddForm(forms.ModelForm):
+    """Start tracking a refund applied for elsewhere: its transNo and merchant are enough.
+
+    The amount is typed in yuan and stored in fen, converted exactly with :class:`Decimal`.
+    Everything else comes from HSQ with the first query.
+    """
+
+    merchant_no = forms.ChoiceField(label=_("merchant number"))
+    amount_yuan = forms.DecimalField(
+        label=_("amount (yuan)"),
+        required=False,
+        min_value=Decimal("0.01"),
+        max_digits=14,
+        decimal_places=2,
+        help_text=_("Optional: the amount expected, e.g. 12.34. Taken from HSQ when empty."),
+    )
+
+    class Meta:
+        model = Refund
+        fields = ("trans_no", "merchant_no", "orig_trans_no")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["merchant_no"]
+        try:
+            merchants = conf.merchant_numbers()
+        except ConfigurationError:
+            merchants = []
+        field.choices = [(number, number) for number in merchants]
+        if merchants:
+            field.initial = conf.default_merchant_no() or merchants[0]
+        else:
+            field.help_text = _("No merchant is configured in the HSQ_REFUNDS setting.")
+
+    def clean_trans_no(self) -> str:
+        trans_no = self.cleaned_data["trans_no"]
+        if any(unicodedata.category(char) in ("Cc", "Cs") for char in trans_no):
+            raise forms.ValidationError(_("The refund order number contains control characters."))
+        return trans_no
+
+    def amount_fen(self) -> int | None:
+        """The amount typed, in fen (``None`` when left empty)."""
+        amount = self.cleaned_data.get("amount_yuan")
+        return None if amount is None else yuan_to_fen(amount)
+
+
+class RecentQueriesFormSet(forms.BaseInlineFormSet):
+    """A refund's queries, newest first, limited to the most recent ``RECENT_QUERIES``."""
+
+    def get_queryset(self) -> QuerySet[RefundQuery]:
+        if not hasattr(self, "_recent"):
+            self._recent = super().get_queryset().order_by("-queried_at", "-pk")[:RECENT_QUERIES]
+        return self._recent
+
+
+class RefundQueryInline(admin.TabularInline):
+    """The recent queries of a refund, read-only: they are its audit trail."""
+
+    model = RefundQuery
+    formset = RecentQueriesFormSet
+    extra = 0
+    max_num = 0
+    can_delete = False
+    verbose_name_plural = _("recent queries (newest first)")
+    fields = (
+        "queried_at",
+        "outcome",
+        "status_seen",
+        "resp_code",
+        "error_type_display",
+        "error_code",
+        "error_message",
+        "duration_ms",
+    )
+    readonly_fields = fields
+
+    @admin.display(description=_("error type"))
+    def error_type_display(self, query: RefundQuery) -> str:
+        return error_label(query.error_type) if query.error_type else "-"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Whoever may see a refund may see how it was queried."""
+        opts = Refund._meta
+        return any(
+            request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
+            for action in ("view", "change")
+        )
+
+
+@admin.register(Refund)
+class RefundAdmin(admin.ModelAdmin):
+    """Refunds: the list, a refund's page with its queries, adding and refreshing."""
+
+    list_display = (
+        "trans_no",
+        "orig_trans_no",
+        "amount_display",
+        "status_badge",
+        "finished_at",
+        "last_queried_at",
+        "next_query_at",
+        "attention_display",
+        "merchant_no",
+    )
+    list_filter = ("status", "merchant_no", "needs_attention", "applied_at")
+    search_fields = ("^trans_no", "^orig_trans_no", "^trade_no")
+    search_help_text = _("Refund order number, original order number or HSQ trade number.")
+    list_per_page = 50
+    show_full_result_count = False
+    actions = ("refresh_status", "clear_attention")
+    inlines = (RefundQueryInline,)
+
+    #: What a person may edit on a tracked refund; everything else comes from HSQ.
+    editable_fields = ("needs_attention",)
+
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "trans_no",
+                    "merchant_no",
+                    "orig_trans_no",
+                    "trade_no",
+                    "amount_display",
+                    "reported_amount_display",
+                    "status_badge",
+                    "finished_at",
+                    "resp_code",
+                    "resp_msg",
+                    "extend",
+                    "applied_at",
+                )
+            },
+        ),
+        (
+            _("Attention"),
+            {"fields": ("needs_attention", "attention_reason", "attention_detail")},
+        ),
+        (
+            _("Queries"),
+            {
+                "fields": (
+                    "last_queried_at",
+                    "next_query_at",
+                    "query_count",
+                    "error_count",
+                    "last_error_display",
+                    "created_at",
+                    "updated_at",
+                )
+            },
+        ),
+        (_("Last verified result"), {"fields": ("last_result",), "classes": ("collapse",)}),
+    )
+    add_fieldsets = (
+        (None, {"fields": ("trans_no", "merchant_no", "orig_trans_no", "amount_yuan")}),
+    )
+
+    class Media:
+        css = {"all": ("hsq_refunds/admin.css",)}
+
+    # -- display ------------------------------------------------------------------------------
+
+    @admin.display(description=_("amount"), ordering="amount")
+    def amount_display(self, refund: Refund) -> str:
+        return format_fen(refund.amount)
+
+    @admin.display(description=_("amount reported by HSQ"))
+    def reported_amount_display(self, refund: Refund) -> str:
+        return format_fen(refund.reported_amount)
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, refund: Refund) -> SafeString:
+        return format_html(
+            '<span class="hsq-status hsq-status-{}">{}</span>',
+            refund.status.lower(),
+            refund.get_status_display(),
+        )
+
+    @admin.display(description=_("needs attention"), ordering="needs_attention")
+    def attention_display(self, refund: Refund) -> SafeString | str:
+        """The reason a refund waits for a person; nothing for the others."""
+        if not refund.needs_attention:
+            return ""
+        return format_html(
+            '<span class="hsq-attention" title="{}">{}</span>',
+            refund.attention_detail,
+            refund.get_attention_reason_display() or gettext("Yes"),
+        )
+
+    @admin.display(description=_("last error"))
+    def last_error_display(self, refund: Refund) -> str:
+        if not refund.last_error_type:
+            return "-"
+        return describe_error(
+            refund.last_error_type, refund.last_error_code, refund.last_error_message
+        )
+
+    # -- forms ---------------------------------------------------------------------------------
+
+    def get_fieldsets(self, request: HttpRequest, obj: Refund | None = None) -> Any:
+        return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
+
+    def get_form(
+        self, request: HttpRequest, obj: Refund | None = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm]:
+        if obj is None:
+            kwargs["form"] = RefundAddForm
+            kwargs["fields"] = None
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Refund | None = None) -> Sequence[str]:
+        if obj is None:
+            return ()
+        shown = [name for _title, options in self.fieldsets for name in options["fields"]]
+        return [name for name in shown if name not in self.editable_fields]
+
+    def get_inlines(self, request: HttpRequest, obj: Refund | None) -> Sequence[type]:
+        return self.inlines if obj is not None else ()
+
+    def save_model(self, request: HttpRequest, obj: Refund, form: Any, change: bool) -> None:
+        if change:
+            self._save_edits(obj)
+            return
+        tracked = Refund.objects.track(
+            form.cleaned_data["trans_no"],
+            merchant_no=form.cleaned_data["merchant_no"],
+            orig_trans_no=form.cleaned_data["orig_trans_no"] or None,
+            amount=form.amount_fen(),
+        )
+        obj.pk = tracked.pk
+        obj.refresh_from_db()
+        logger.info("transNo=%s merchantNo=%s added in the admin", obj.trans_no, obj.merchant_no)
+
+    @staticmethod
+    def _save_edits(refund: Refund) -> None:
+        """Write only what a person may edit, so a sync running meanwhile keeps what it wrote."""
+        fields = ["needs_attention", "updated_at"]
+        if not refund.needs_attention:
+            refund.attention_reason = ""
+            refund.attention_detail = ""
+            fields += ["attention_reason", "attention_detail"]
+        refund.save(update_fields=fields)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Refund | None = None,
+    ) -> HttpResponse:
+        if change and obj is not None and self.has_refresh_permission(request, obj):
+            context["hsq_refresh_url"] = reverse(
+                "admin:hsq_refunds_refund_refresh",
+                args=[quote(obj.pk)],
+                current_app=self.admin_site.name,
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def has_refresh_permission(self, request: HttpRequest, obj: Refund | None = None) -> bool:
+        """Asking HSQ is its own permission (``hsq_refunds.refresh_refund``), apart from change."""
+        codename = get_permission_codename("refresh", self.opts)
+        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+
+    @admin.action(description=_("Refresh status from HSQ"), permissions=["refresh"])
+    def refresh_status(self, request: HttpRequest, queryset: QuerySet[Refund]) -> None:
+        """Query the selected refunds now, or queue them when there are too many for a request."""
+        try:
+            limit = conf.get_settings().ADMIN_SYNC_LIMIT
+            count = queryset.count()
+            if count > limit:
+                self._refresh_later(request, queryset, count, limit)
+                return
+            report = sync_refunds(queryset)
+        except HsqError as exc:
+            self._report_exception(request, exc)
+            return
+        self.message_user(
+            request, report.summary(), messages.SUCCESS if report.ok else messages.WARNING
+        )
+        if report.errors:
+            self.message_user(request, describe_failures(report.errors), messages.ERROR)
+
+    @admin.action(
+        description=_("Mark as handled (clear “needs attention”)"), permissions=["change"]
+    )
+    def clear_attention(self, request: HttpRequest, queryset: QuerySet[Refund]) -> None:
+        cleared = queryset.clear_attention()
+        self.message_user(
+            request,
+            ngettext(
+                "%(count)d refund no longer needs attention.",
+                "%(count)d refunds no longer need attention.",
+                cleared,
+            )
+            % {"count": cleared},
+            messages.SUCCESS,
+        )
+
+    def _refresh_later(
+        self, request: HttpRequest, queryset: QuerySet[Refund], count: int, limit: int
+    ) -> None:
+        """Too many for one request: queue them on django-q2, or say how else to do it."""
+        if not tasks.cluster_configured():
+            message = ngettext(
+                "%(count)d refund selected, but the admin refreshes at most %(limit)d at once "
+                "and no django-q2 cluster is configured to do it in the background. Select "
+                "fewer, or run “manage.py sync_refunds” on the server.",
+                "%(count)d refunds selected, but the admin refreshes at most %(limit)d at once "
+                "and no django-q2 cluster is configured to do it in the background. Select "
+                "fewer, or run “manage.py sync_refunds” on the server.",
+                count,
+            ) % {"count": count, "limit": limit}
+            self.message_user(request, message, messages.WARNING)
+            return
+        ids = list(queryset.order_by("pk").values_list("pk", flat=True))
+        task_id = tasks.enqueue_refresh(ids)
+        logger.info("admin queued a refresh of %d refunds: task %s", len(ids), task_id)
+        message = ngettext(
+            "%(count)d refund is queued for a refresh in the background (task %(task)s). "
+            "Reload this page in a while to see the result.",
+            "%(count)d refunds are queued for a refresh in the background (task %(task)s). "
+            "Reload this page in a while to see the results.",
+            len(ids),
+        ) % {"count": len(ids), "task": task_id}
+        self.message_user(request, message, messages.INFO)
+
+    def _report_exception(self, request: HttpRequest, exc: HsqError) -> None:
+        """A failure of the whole run (the settings): the engine raises it instead of reporting."""
+        logger.warning("admin refresh failed: %s", exc.kind)
+        self.message_user(
+            request,
+            gettext("Could not refresh: %(error)s")
+            % {"error": describe_error(exc.kind, exc.code, exc.message)},
+            messages.ERROR,
+        )
+
+    # -- the "Refresh status" button -----------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        refresh = path(
+            "<path:object_id>/refresh/",
+            self.admin_site.admin_view(self.refresh_view),
+            name=f"{self.opts.app_label}_{self.opts.model_name}_refresh",
+        )
+        # First: the default URLs end with a catch-all ``<path:object_id>/``.
+        return [refresh, *super().get_urls()]
+
+    def refresh_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Query one refund (POST only; the admin site checks its CSRF token), back to its page."""
+        if not self.has_refresh_permission(request):
+            raise PermissionDenied
+        refund = self.get_object(request, unquote(object_id))
+        if refund is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_or_change_permission(request, refund):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        try:
+            report = sync_refund(refund)
+        except HsqError as exc:
+            self._report_exception(request, exc)
+        else:
+            self._report_one(request, refund, report)
+        url = reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+            args=[quote(refund.pk)],
+            current_app=self.admin_site.name,
+        )
+        return HttpResponseRedirect(url)
+
+    def _report_one(self, request: HttpRequest, refund: Refund, report: SyncReport) -> None:
+        """The refund's new status, or why it could not be had."""
+        if report.errors:
+            self.message_user(request, describe_failures(report.errors), messages.ERROR)
+            return
+        if report.skipped:
+            self.message_user(
+                request,
+                gettext(
+                    "Refund %(trans_no)s is being queried by another sync right now; "
+                    "try again in a moment."
+                )
+                % {"trans_no": refund.trans_no},
+                messages.WARNING,
+            )
+            return
+        refund.refresh_from_db()
+        text = gettext("Refund %(trans_no)s refreshed from HSQ: %(status)s.") % {
+            "trans_no": refund.trans_no,
+            "status": refund.get_status_display(),
+        }
+        if refund.needs_attention:
+            text += " " + gettext("It needs attention: %(reason)s") % {
+                "reason": refund.attention_detail or refund.get_attention_reason_display()
+            }
+            self.message_user(request, text, messages.WARNING)
+        else:
+            self.message_user(request, text, messages.SUCCESS)

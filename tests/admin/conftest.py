@@ -1,0 +1,116 @@
+"""Admin test fixtures: the app pointed at the sandbox gateway, refunds on both sides, users."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from hsq_refunds.models import Refund
+
+#: Every permission of the app's refunds, by codename.
+REFUND_PERMISSIONS = ("view_refund", "change_refund", "add_refund", "refresh_refund")
+
+
+@pytest.fixture
+def sandbox(settings, hsq_sandbox, hsq_sandbox_settings):
+    """The sandbox gateway, with the app configured to use it (no retries: counts are exact)."""
+    settings.HSQ_REFUNDS = {**hsq_sandbox_settings, "RETRIES": 0, "READ_TIMEOUT": 10}
+    return hsq_sandbox
+
+
+@pytest.fixture
+def merchant_no(hsq_sandbox_credentials) -> str:
+    return hsq_sandbox_credentials.merchant_no
+
+
+@pytest.fixture
+def make_refund(sandbox) -> Callable[..., Refund]:
+    """``make_refund(trans_no, timeline=..., amount=..., known=True, **fields)``.
+
+    Tracks a refund applied for two minutes ago and, unless ``known=False``, adds its
+    counterpart at the sandbox gateway with ``timeline`` (default: already ``SUCCESS``).
+    Other keyword arguments are Refund fields written after tracking.
+    """
+
+    def make(
+        trans_no: str,
+        *,
+        timeline: Sequence[dict[str, Any]] = ({"status": "SUCCESS"},),
+        amount: int = 1234,
+        orig_trans_no: str = "",
+        known: bool = True,
+        **fields: Any,
+    ) -> Refund:
+        if known:
+            sandbox.add_refund(
+                trans_no, amount=amount, timeline=list(timeline), orig_trans_no=orig_trans_no
+            )
+        refund = Refund.objects.track(
+            trans_no,
+            amount=amount,
+            orig_trans_no=orig_trans_no or None,
+            applied_at=timezone.now() - timedelta(minutes=2),
+        )
+        if fields:
+            Refund.objects.filter(pk=refund.pk).update(**fields)
+            refund.refresh_from_db()
+        return refund
+
+    return make
+
+
+@pytest.fixture
+def staff_client(db, django_user_model) -> Callable[..., Client]:
+    """``staff_client(*codenames)``: a client logged in as staff with these refund permissions."""
+
+    def make(*codenames: str) -> Client:
+        user = django_user_model.objects.create_user(
+            username=f"staff-{'-'.join(codenames) or 'none'}", password="x", is_staff=True
+        )
+        permissions = Permission.objects.filter(
+            content_type__app_label="hsq_refunds", codename__in=codenames
+        )
+        assert permissions.count() == len(codenames), codenames
+        user.user_permissions.add(*permissions)
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return make
+
+
+def changelist_url() -> str:
+    return reverse("admin:hsq_refunds_refund_changelist")
+
+
+def change_url(refund: Refund) -> str:
+    return reverse("admin:hsq_refunds_refund_change", args=[refund.pk])
+
+
+def refresh_url(refund: Refund) -> str:
+    return reverse("admin:hsq_refunds_refund_refresh", args=[refund.pk])
+
+
+def message_texts(response) -> list[tuple[str, str]]:
+    """``[(level_tag, text), ...]`` of the messages a response carried."""
+    return [(message.level_tag, str(message)) for message in response.context["messages"]]
+
+
+def run_action(client: Client, action: str, refunds: Sequence[Refund], **kwargs: Any):
+    """POST an admin action on ``refunds`` from the change list; follow to the list.
+
+    ``kwargs`` go to ``client.post`` (``headers=...``).
+    """
+    return client.post(
+        changelist_url(),
+        {"action": action, "_selected_action": [refund.pk for refund in refunds]},
+        follow=True,
+        **kwargs,
+    )
