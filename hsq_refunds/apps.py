@@ -13,8 +13,10 @@ class HsqRefundsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import conf  # noqa: F401 - connects the setting_changed receiver
-        from . import scheduling  # noqa: F401 - registers the django-q2 checks
+        from . import (
+            conf,  # noqa: F401 - connects the setting_changed receiver
+            scheduling,  # noqa: F401 - registers the django-q2 checks
+        )
         from .checks import check_settings
 
         checks.register(check_settings, "hsq_refunds")

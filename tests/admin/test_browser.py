@@ -6,9 +6,9 @@ or in ``docs/screenshots/`` (the README's pictures) when ``HSQ_UPDATE_SCREENSHOT
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
