@@ -31,8 +31,7 @@ from django.utils.translation import gettext_lazy as _
 from . import conf, tasks
 from .gateway import ConfigurationError, HsqError
 from .models import Refund, RefundQuery
-from .sync import RefundFailure, SyncReport, sync_refund, sync_refunds
-from .sync import _error_label as error_label
+from .sync import RefundFailure, SyncReport, error_label, sync_refund, sync_refunds
 
 __all__ = ["RefundAddForm", "RefundAdmin", "RefundQueryInline", "format_fen", "yuan_to_fen"]
 
@@ -429,15 +428,15 @@ class RefundAdmin(admin.ModelAdmin):
             self.message_user(request, message, messages.WARNING)
             return
         ids = list(queryset.order_by("pk").values_list("pk", flat=True))
-        task_id = tasks.enqueue_refresh(ids)
-        logger.info("admin queued a refresh of %d refunds: task %s", len(ids), task_id)
+        group = tasks.enqueue_refresh(ids)
+        logger.info("admin queued a refresh of %d refunds: task group %s", len(ids), group)
         message = ngettext(
-            "%(count)d refund is queued for a refresh in the background (task %(task)s). "
-            "Reload this page in a while to see the result.",
-            "%(count)d refunds are queued for a refresh in the background (task %(task)s). "
-            "Reload this page in a while to see the results.",
+            "%(count)d refund is queued for a refresh in the background (task group "
+            "%(group)s). Reload this page in a while to see the result.",
+            "%(count)d refunds are queued for a refresh in the background (task group "
+            "%(group)s). Reload this page in a while to see the results.",
             len(ids),
-        ) % {"count": len(ids), "task": task_id}
+        ) % {"count": len(ids), "group": group}
         self.message_user(request, message, messages.INFO)
 
     def _report_exception(self, request: HttpRequest, exc: HsqError) -> None:

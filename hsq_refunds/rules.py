@@ -469,6 +469,12 @@ def _error_info(answer: RefundQueryResult | BaseException, outcome: Outcome) -> 
         return ErrorInfo(
             outcome.value, answer.resp_code[:ERROR_CODE_LENGTH], message[:ERROR_MESSAGE_LENGTH]
         )
+    if isinstance(answer, GatewayError):
+        # The code has its own column: keep the gateway's own message, and whether it was signed.
+        message = answer.error_msg if answer.signed else f"{answer.error_msg} (unsigned)"
+        return ErrorInfo(
+            answer.kind, answer.code[:ERROR_CODE_LENGTH], message[:ERROR_MESSAGE_LENGTH]
+        )
     if isinstance(answer, HsqError):
         return ErrorInfo(
             answer.kind, answer.code[:ERROR_CODE_LENGTH], answer.message[:ERROR_MESSAGE_LENGTH]

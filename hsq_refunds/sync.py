@@ -46,7 +46,7 @@ from typing import Any
 from django.db import DatabaseError, models, transaction
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext, ngettext, pgettext
 
 from .conf import HsqRefundsSettings, get_client, get_settings, merchant_numbers, setting_path
 from .gateway import ConfigurationError, HsqClient, RefundQueryResult
@@ -187,7 +187,7 @@ class SyncReport:
             ]
             statuses = _status_phrases(self.by_status)
             if statuses:
-                parts[0] += ": " + ", ".join(statuses)
+                parts[0] = _detail(parts[0], _join(statuses))
             if self.flagged:
                 count = sum(self.flagged.values())
                 parts.append(
@@ -195,12 +195,10 @@ class SyncReport:
                     % {"count": count}
                 )
             if self.errors:
-                parts.append(
-                    ngettext("%(count)d failed", "%(count)d failed", len(self.errors))
-                    % {"count": len(self.errors)}
-                    + ": "
-                    + ", ".join(_error_phrases(self.errors))
-                )
+                failed = ngettext("%(count)d failed", "%(count)d failed", len(self.errors)) % {
+                    "count": len(self.errors)
+                }
+                parts.append(_detail(failed, _join(_error_phrases(self.errors))))
             if self.skipped:
                 parts.append(
                     ngettext(
@@ -210,12 +208,22 @@ class SyncReport:
                     )
                     % {"count": self.skipped}
                 )
-            text = "; ".join(parts) + "."
+            # Punctuation is translated too: Chinese uses full-width marks.
+            text = pgettext("summary clause separator", "; ").join(parts)
+            text = pgettext("summary sentence", "%(sentence)s.") % {"sentence": text}
         return (
             gettext("Dry run, nothing written: %(summary)s") % {"summary": text}
             if (self.dry_run)
             else text
         )
+
+
+def _detail(head: str, details: str) -> str:
+    return pgettext("summary detail", "%(head)s: %(details)s") % {"head": head, "details": details}
+
+
+def _join(items: list[str]) -> str:
+    return pgettext("summary list separator", ", ").join(items)
 
 
 def _status_phrases(by_status: Counter[str]) -> list[str]:
@@ -237,7 +245,8 @@ def _status_phrases(by_status: Counter[str]) -> list[str]:
     ]
 
 
-def _error_label(error_type: str) -> str:
+def error_label(error_type: str) -> str:
+    """A short, translated name for an error type (``RefundFailure.error_type``)."""
     labels = {
         "transport": gettext("network error"),
         "signature": gettext("signature invalid"),
@@ -256,8 +265,8 @@ def _error_label(error_type: str) -> str:
 def _error_phrases(errors: list[RefundFailure]) -> list[str]:
     counts = Counter(error.error_type for error in errors)
     if len(errors) == 1:
-        return [_error_label(errors[0].error_type)]
-    return [f"{count} {_error_label(kind)}" for kind, count in counts.most_common()]
+        return [error_label(errors[0].error_type)]
+    return [f"{count} {error_label(kind)}" for kind, count in counts.most_common()]
 
 
 # --------------------------------------------------------------------------- selection
@@ -405,8 +414,10 @@ class _Run:
         limit: int | None,
         dry_run: bool,
         progress: ProgressCallback | None,
+        adopt_token: str | None = None,
     ) -> None:
         self.policy = policy
+        self.adopt_token = adopt_token
         self.concurrency = concurrency
         self.limit = limit
         self.dry_run = dry_run
@@ -433,7 +444,11 @@ class _Run:
     def claim(self, ids: list[int], condition: Q) -> list[Refund]:
         """Claim ``ids`` (those still claimable) and return them fresh from the database."""
         now = timezone.now()
-        free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+        if self.adopt_token:
+            # Refunds a fan-out claimed for this run: those still holding its token and due.
+            free = Q(claim_token=self.adopt_token, next_query_at__lte=now)
+        else:
+            free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
         fresh = Q(last_queried_at__isnull=True) | Q(last_queried_at__lt=self.started_at)
         if self.dry_run:
             rows = list(Refund.objects.filter(free, fresh, condition, id__in=ids))
@@ -683,6 +698,7 @@ def sync_refunds(
     concurrency: int | None = None,
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
+    claim_token: str | None = None,
 ) -> SyncReport:
     """Ask HSQ about refunds and record the answers; return what happened.
 
@@ -692,7 +708,11 @@ def sync_refunds(
     explicitly: each is queried whether due or not, final ones included; a transNo that is not
     tracked is reported as an error. ``merchant_no`` and ``errored_only`` (refunds whose last
     query failed) narrow any selection. ``limit`` caps how many refunds are queried;
-    ``concurrency`` defaults to ``CONCURRENCY``. ``dry_run`` writes nothing.
+    ``concurrency`` defaults to ``CONCURRENCY``. ``dry_run`` writes nothing. ``claim_token``
+    takes over refunds that were claimed ahead of the run with that token (a django-q2 batch
+    queued by :func:`hsq_refunds.tasks.sync_due_refunds`): only refunds still holding it and
+    still due are queried, so a batch whose lease ran out and was queued again does nothing
+    twice.
 
     Raises :class:`~hsq_refunds.gateway.ConfigurationError` when ``HSQ_REFUNDS`` is invalid or
     ``merchant_no`` is not configured; failures of single refunds are in the report instead.
@@ -708,7 +728,14 @@ def sync_refunds(
         raise ValueError("concurrency must be an integer >= 1")
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise ValueError("limit must be None or an integer >= 0")
-    run = _Run(policy, concurrency=concurrency, limit=limit, dry_run=dry_run, progress=progress)
+    run = _Run(
+        policy,
+        concurrency=concurrency,
+        limit=limit,
+        dry_run=dry_run,
+        progress=progress,
+        adopt_token=claim_token,
+    )
     selection = _select(
         refunds,
         trans_nos,

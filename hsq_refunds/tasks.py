@@ -158,50 +158,28 @@ def _fan_out(now: datetime, size: int) -> dict[str, Any]:
     return {"batches": batches, "queued": queued, "group": group, "report": None}
 
 
-def _take_back(refund_ids: Sequence[int], token: str) -> list[int]:
-    """Release the refunds a cycle claimed for this batch that still hold its token.
-
-    Those are handed to the engine right away, which claims them again as it queries them
-    and passes over any that another run has queried since it started.
-    """
-    held = list(
-        Refund.objects.filter(id__in=refund_ids, claim_token=token)
-        .order_by("next_query_at", "id")
-        .values_list("id", flat=True)
-    )
-    if held:
-        Refund.objects.filter(id__in=held, claim_token=token).update(
-            claimed_until=None, claim_token=""
-        )
-    return held
-
-
 def sync_refund_batch(
     refund_ids: Sequence[int], *, claim_token: str | None = None
 ) -> dict[str, Any]:
     """Sync one batch of refunds; the task :func:`sync_due_refunds` and the admin queue.
 
-    With ``claim_token`` (a batch of a scheduled cycle), only the refunds still claimed with
-    that token, and still due, are synced. Without it (a refresh asked for in the admin),
-    every given refund is queried, due or not, final or not. Returns the engine's report plus
-    ``host`` and ``pid`` (which worker ran the batch) and ``refunds`` (how many it synced).
+    With ``claim_token`` (a batch of a scheduled cycle), the engine takes over the claims the
+    cycle made and syncs only the refunds still holding that token; one whose lease ran out
+    and that another cycle queued again is left to that cycle. Without it (a refresh asked
+    for in the admin), every given refund is queried, due or not, final or not. Returns the
+    engine's report plus ``host`` and ``pid`` (which worker ran the batch) and ``refunds``
+    (how many it synced).
     """
     ids = list(refund_ids)
+    report = sync_refunds(ids, claim_token=claim_token)
     if claim_token is not None:
-        ids = _take_back(ids, claim_token)
-        if ids:
-            due = set(Refund.objects.filter(id__in=ids).due().values_list("id", flat=True))
-            ids = [refund_id for refund_id in ids if refund_id in due]
-    report = sync_refunds(ids) if ids else None
-    result = report.as_dict() if report is not None else _empty_report()
-    result.update(host=socket.gethostname(), pid=os.getpid(), refunds=len(ids))
+        # What the engine passed over (no longer due) is free for the next cycle at once.
+        Refund.objects.filter(id__in=ids, claim_token=claim_token).update(
+            claimed_until=None, claim_token=""
+        )
+    result = report.as_dict()
+    result.update(host=socket.gethostname(), pid=os.getpid(), refunds=report.queried)
     return result
-
-
-def _empty_report() -> dict[str, Any]:
-    from .sync import SyncReport
-
-    return SyncReport().as_dict()
 
 
 def enqueue_refresh(refund_ids: Sequence[int]) -> str:

@@ -81,7 +81,7 @@ class TestInProcess:
                 "merchant_no": "888000000001",
                 "error_type": "gateway",
                 "code": "BUSY",
-                "message": "gateway error BUSY: 系统繁忙,请稍后再试 (unsigned)",
+                "message": "系统繁忙,请稍后再试 (unsigned)",
             }
         ]
         assert {"from": "UNKNOWN", "to": "SUCCESS", "count": 1} in data["status_changes"]
