@@ -17,8 +17,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
-from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, ngettext
+from django.utils.translation import gettext, ngettext
 
 from ...conf import get_settings
 from ...gateway import ConfigurationError
@@ -39,16 +38,19 @@ def _minutes(value: str) -> int:
         minutes = 0
     if not 1 <= minutes <= MAX_MINUTES:
         raise argparse.ArgumentTypeError(
-            _("must be a whole number of minutes from 1 to %(max)d") % {"max": MAX_MINUTES}
+            gettext("must be a whole number of minutes from 1 to %(max)d") % {"max": MAX_MINUTES}
         )
     return minutes
 
 
 class Command(BaseCommand):
-    help = gettext_lazy(
-        "Create or update the django-q2 schedule that syncs due refunds (idempotent; run it "
-        "after migrate), or remove it with --remove."
-    )
+    @property
+    def help(self) -> str:  # type: ignore[override]
+        """Translated when the parser is built (argparse cannot format lazy text)."""
+        return gettext(
+            "Create or update the django-q2 schedule that syncs due refunds (idempotent; run it "
+            "after migrate), or remove it with --remove."
+        )
 
     def add_arguments(self, parser: CommandParser) -> None:
         group = parser.add_mutually_exclusive_group()
@@ -56,14 +58,14 @@ class Command(BaseCommand):
             "--minutes",
             type=_minutes,
             default=None,
-            help=gettext_lazy(
+            help=gettext(
                 'Minutes between syncs (default: HSQ_REFUNDS["SCHEDULE_MINUTES"], 1 unless set).'
             ),
         )
         group.add_argument(
             "--remove",
             action="store_true",
-            help=gettext_lazy("Delete the schedule instead."),
+            help=gettext("Delete the schedule instead."),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -86,9 +88,9 @@ class Command(BaseCommand):
                 sep=" ", timespec="seconds"
             )
         if result.action is ScheduleAction.REMOVED:
-            return _("Schedule “%(name)s” removed.") % values
+            return gettext("Schedule “%(name)s” removed.") % values
         if result.action is ScheduleAction.ABSENT:
-            return _("No schedule “%(name)s” to remove.") % values
+            return gettext("No schedule “%(name)s” to remove.") % values
         texts = {
             ScheduleAction.CREATED: ngettext(
                 "Schedule “%(name)s” created: every %(minutes)d minute, first run at %(next_run)s.",

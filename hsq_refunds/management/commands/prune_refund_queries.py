@@ -11,20 +11,22 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils.translation import gettext, ngettext
-from django.utils.translation import gettext_lazy as _
 
 from hsq_refunds.conf import get_settings
 from hsq_refunds.models import RefundQuery
 
 
 class Command(BaseCommand):
-    help = _("Delete refund query records older than the retention period.")
+    @property
+    def help(self) -> str:  # type: ignore[override]
+        """Translated when the parser is built (argparse cannot format lazy text)."""
+        return gettext("Delete refund query records older than the retention period.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--days",
             type=int,
-            help=_('Keep this many days (default: HSQ_REFUNDS["QUERY_LOG_RETENTION_DAYS"]).'),
+            help=gettext('Keep this many days (default: HSQ_REFUNDS["QUERY_LOG_RETENTION_DAYS"]).'),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -25,7 +25,6 @@ from typing import Any, TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext, ngettext
-from django.utils.translation import gettext_lazy as _
 
 from hsq_refunds.gateway import ConfigurationError
 from hsq_refunds.sync import SyncReport, sync_refunds
@@ -49,7 +48,7 @@ def _not_negative(value: str) -> int:
 
 
 class _Progress:
-    """A tqdm bar on a terminal; otherwise a plain line about every tenth of the way."""
+    """A tqdm bar on a terminal; otherwise a plain line now and then, and one at the end."""
 
     def __init__(self, stream: TextIO, *, bar: bool) -> None:
         self.stream = stream
@@ -67,8 +66,10 @@ class _Progress:
             self.bar.update(done - self.bar.n)
             return
         if self.step is None:
-            self.step = max(1, total // 10) if total else 100
-        if done >= self.next_line and done:
+            # About every tenth of the way, and never more often than every 25 refunds.
+            self.step = max(25, total // 10) if total else 100
+            self.next_line = self.step
+        if done >= self.next_line or (done and done == total):
             text = (
                 gettext("%(done)d of %(total)d refunds synced") % {"done": done, "total": total}
                 if total is not None
@@ -87,53 +88,60 @@ class Command(BaseCommand):
     # The settings are checked by the sync itself, so that a configuration error exits with 2
     # (Django's own checks would exit with 1); ``manage.py check`` reports them all.
     requires_system_checks: list[str] = []
-    help = _(
-        "Ask HSQ about the refunds that are due (or the given transNos) and record the answers. "
-        "Exit status: 0 all queried without error, 1 some failed, 2 configuration error."
-    )
+
+    @property
+    def help(self) -> str:  # type: ignore[override]
+        """Translated when the parser is built (argparse cannot format lazy text)."""
+        return gettext(
+            "Ask HSQ about the refunds that are due (or the given transNos) and record the "
+            "answers. Exit status: 0 all queried without error, 1 some failed, 2 configuration "
+            "error."
+        )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "trans_nos",
             nargs="*",
             metavar="TRANS_NO",
-            help=_("Query these refunds now, whether due or not."),
+            help=gettext("Query these refunds now, whether due or not."),
         )
         parser.add_argument(
             "--all",
             action="store_true",
             dest="all_open",
-            help=_("Every unfinished refund, regardless of its schedule."),
+            help=gettext("Every unfinished refund, regardless of its schedule."),
         )
         parser.add_argument(
             "--include-final",
             action="store_true",
-            help=_("With --all, also refunds that already succeeded or failed."),
+            help=gettext("With --all, also refunds that already succeeded or failed."),
         )
         parser.add_argument(
             "--errored-only",
             action="store_true",
-            help=_("Only refunds whose last query failed, now rather than after their backoff."),
+            help=gettext(
+                "Only refunds whose last query failed, now rather than after their backoff."
+            ),
         )
-        parser.add_argument("--merchant", help=_("Only this merchant number's refunds."))
+        parser.add_argument("--merchant", help=gettext("Only this merchant number's refunds."))
         parser.add_argument(
-            "--limit", type=_not_negative, help=_("Query at most this many refunds.")
+            "--limit", type=_not_negative, help=gettext("Query at most this many refunds.")
         )
         parser.add_argument(
             "--concurrency",
             type=_positive,
-            help=_('Queries in flight at once (default: HSQ_REFUNDS["CONCURRENCY"]).'),
+            help=gettext('Queries in flight at once (default: HSQ_REFUNDS["CONCURRENCY"]).'),
         )
         parser.add_argument(
             "--dry-run",
             action="store_true",
-            help=_("Query HSQ and report, but write nothing."),
+            help=gettext("Query HSQ and report, but write nothing."),
         )
         parser.add_argument(
             "--json",
             action="store_true",
             dest="as_json",
-            help=_("Print the report as JSON on stdout."),
+            help=gettext("Print the report as JSON on stdout."),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
