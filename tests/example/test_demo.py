@@ -1,0 +1,312 @@
+"""The example project as a merchant's engineer meets it: ``make demo``, ``manage.py check``,
+``make serve``. Each runs as a child process with its own state folder (``EXAMPLE_VAR_DIR``), so
+the developer's ``example_project/var/`` is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: What the app's rules make of each case once the demo's quick timelines have run.
+EXPECTED = {
+    # case: (status, attention reason or "-", respCode)
+    "balance": ("SUCCESS", "-", "200007"),
+    "balance, already done": ("SUCCESS", "-", "200007"),
+    "bank card": ("PROCESSING", "-", "100201"),
+    "bank card, accepted": ("PROCESSING", "-", "100201"),
+    "refused by the bank": ("FAIL", "-", "200007"),
+    "not at HSQ yet": ("UNKNOWN", "-", "200004"),
+    "not at HSQ, old": ("UNKNOWN", "not_found", "200004"),
+    "past query window": ("UNKNOWN", "expired", "200021"),
+    "amount differs": ("SUCCESS", "amount_mismatch", "200007"),
+}
+
+
+def child_env(var_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a fresh shell: none of the suite's Django, HSQ or example settings."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("HSQ_", "DJANGO_", "EXAMPLE_", "DEMO_"))
+        and key not in {"DATABASE_URL", "PYTHONPATH"}
+    }
+    env.update(EXAMPLE_VAR_DIR=str(var_dir), NO_COLOR="1", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    trans_no: str
+    amount: str
+    case: str
+    status: str
+    resp_code: str
+    resp_msg: str
+    attention: str
+
+
+def outcome_rows(output: str) -> list[Row]:
+    """The rows of the demo's last table ("Where each refund ended up")."""
+    section = output.split("Where each refund ended up", 1)[1]
+    rows = []
+    for line in section.splitlines():
+        if re.match(r"^RF\d{18}\s", line):
+            cells = re.split(r"\s{2,}", line.strip())
+            assert len(cells) == 7, line
+            rows.append(Row(*cells))
+        elif rows:
+            break
+    return rows
+
+
+@pytest.fixture(scope="module")
+def demo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Path, subprocess.CompletedProcess]]:
+    var_dir = tmp_path_factory.mktemp("example_var")
+    yield var_dir, run(["-m", "example_project.demo"], child_env(var_dir))
+
+
+def test_demo_succeeds(demo):
+    _var_dir, result = demo
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_demo_ends_each_refund_as_the_rules_say(demo):
+    _var_dir, result = demo
+    rows = outcome_rows(result.stdout)
+    assert sorted(row.case for row in rows) == sorted(
+        [*EXPECTED, "balance"]  # two balance refunds
+    ), result.stdout
+    for row in rows:
+        status, attention, resp_code = EXPECTED[row.case]
+        assert (row.status, row.attention, row.resp_code) == (status, attention, resp_code), row
+    amounts = {row.case: row.amount for row in rows}
+    assert amounts["amount differs"] == "¥150.00"
+    assert "¥1,288.00" in {row.amount for row in rows}
+
+
+def test_demo_shows_the_command_output_and_the_reasons(demo):
+    _var_dir, result = demo
+    assert "$ python example_project/manage.py sync_refunds\n" in result.stdout
+    assert "$ python example_project/manage.py sync_refunds --all\n" in result.stdout
+    # The flagged refunds' details: the amount HSQ reported is spelled out.
+    assert "10500" in result.stdout.split("wait for a person", 1)[1]
+
+
+def test_demo_table_is_aligned_with_chinese_text(demo):
+    """The column after the Chinese respMsg starts at the same terminal column on every row."""
+    from example_project.console import display_width
+
+    _var_dir, result = demo
+    lines = result.stdout.split("Where each refund ended up", 1)[1].strip().splitlines()
+    header, rows = lines[0], [line for line in lines if re.match(r"^RF\d{18}\s", line)]
+    assert any(display_width(row) > len(row) for row in rows)  # some rows hold wide characters
+
+    def last_cell_column(line: str) -> int:
+        return display_width(line[: re.search(r"\S+$", line.rstrip()).start()])
+
+    assert {last_cell_column(row) for row in rows} == {last_cell_column(header)}
+
+
+def test_demo_output_holds_no_secret(demo):
+    var_dir, result = demo
+    credentials = json.loads((var_dir / "sandbox" / "credentials.json").read_text())
+    secret_key = (var_dir / "secret_key").read_text().strip()
+    output = result.stdout + result.stderr
+    for secret in (credentials["sign_key"], credentials["private_key_password"], secret_key):
+        assert len(secret) >= 8
+        assert secret not in output
+
+
+@pytest.mark.slow
+def test_demo_runs_again_with_fresh_refunds(demo):
+    var_dir, first = demo
+    second = run(["-m", "example_project.demo"], child_env(var_dir))
+    assert second.returncode == 0, second.stdout + second.stderr
+    first_nos = {row.trans_no for row in outcome_rows(first.stdout)}
+    second_nos = {row.trans_no for row in outcome_rows(second.stdout)}
+    assert len(second_nos) == 10 and not first_nos & second_nos
+    with sqlite3.connect(var_dir / "demo.sqlite3") as db:
+        stored = {no for (no,) in db.execute("SELECT trans_no FROM hsq_refunds_refund")}
+    assert stored == second_nos
+
+
+@pytest.mark.postgres
+def test_demo_on_postgresql_through_database_url(tmp_path):
+    if os.environ.get("HSQ_TEST_DATABASE") != "postgres":
+        pytest.skip("needs PostgreSQL: run with HSQ_TEST_DATABASE=postgres")
+    import psycopg
+
+    from tests.services import ServiceUnavailable, ensure_postgres
+
+    try:
+        dsn = ensure_postgres()
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+    name = f"example_demo_{os.getpid()}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        url = dsn.rsplit("/", 1)[0] + f"/{name}"
+        result = run(["-m", "example_project.demo"], child_env(tmp_path, DATABASE_URL=url))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"PostgreSQL {name} on 127.0.0.1" in result.stdout
+        rows = outcome_rows(result.stdout)
+        assert {(row.case, row.status) for row in rows} >= {
+            ("balance", "SUCCESS"),
+            ("bank card", "PROCESSING"),
+            ("refused by the bank", "FAIL"),
+        }
+        with psycopg.connect(url) as db:
+            stored = db.execute("SELECT count(*) FROM hsq_refunds_refund").fetchone()[0]
+        assert stored == 10
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# --------------------------------------------------------------------------- manage.py
+
+
+def test_check_passes_with_the_sandbox_fallback(tmp_path):
+    env = child_env(tmp_path / "var")
+    result = run(["example_project/manage.py", "check", "--fail-level", "WARNING"], env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+    assert (tmp_path / "var" / "sandbox" / "credentials.json").is_file()
+
+
+def test_check_deploy_finds_no_error_from_the_repository_root(tmp_path):
+    env = child_env(tmp_path / "var", DJANGO_DEBUG="0")
+    args = ["-m", "django", "check", "--deploy", "--settings", "example_project.settings"]
+    result = run(args, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Production-mode warnings are expected (and wanted): the sandbox gateway is plain http.
+    assert "hsq_refunds.W003" in result.stderr + result.stdout
+
+
+def test_check_names_what_a_real_merchant_account_lacks(tmp_path):
+    env = child_env(tmp_path / "var", HSQ_MERCHANT_NO="814000473149", HSQ_SIGN_KEY="0" * 32)
+    result = run(["example_project/manage.py", "check"], env)
+    assert result.returncode != 0
+    assert "PRIVATE_KEY" in result.stderr and "PLATFORM_CERT" in result.stderr
+    assert "hsq_refunds.E006" in result.stderr
+    assert not (tmp_path / "var" / "sandbox").exists()  # no sandbox keys for a real account
+
+
+# --------------------------------------------------------------------------- make serve
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_login_page(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "serve exited before the admin answered"
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"{url} did not answer 200 in {timeout} s")
+
+
+@pytest.mark.slow
+def test_serve_runs_the_admin_and_stops_everything_on_sigint(tmp_path):
+    port = free_port()
+    env = child_env(
+        tmp_path / "var",
+        EXAMPLE_PORT=str(port),
+        HSQ_SANDBOX_PORT=str(free_port()),
+        DEMO_ADMIN_PASSWORD="a-demo-password-4-tests",
+    )
+    log = (tmp_path / "serve.log").open("w+", encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "example_project.serve"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_login_page(f"{base}/admin/login/", process)
+        chinese = requests.get(
+            f"{base}/admin/login/", headers={"Accept-Language": "zh-CN,zh;q=0.9"}, timeout=10
+        )
+        assert "用户名" in chinese.text  # the browser's language picks Simplified Chinese
+        session = requests.Session()
+        session.get(f"{base}/admin/login/", timeout=10)
+        answer = session.post(
+            f"{base}/admin/login/?next=/admin/hsq_refunds/refund/",
+            data={
+                "username": "admin",
+                "password": "a-demo-password-4-tests",
+                "csrfmiddlewaretoken": session.cookies["csrftoken"],
+                "next": "/admin/hsq_refunds/refund/",
+            },
+            timeout=30,
+        )
+        assert answer.status_code == 200 and answer.url.endswith("/admin/hsq_refunds/refund/")
+        assert len(set(re.findall(r"RF\d{18}", answer.text))) == 10  # the seeded refunds
+
+        # Every descendant: runserver and its reloaded child, qcluster and its workers.
+        deadline = time.monotonic() + 30
+        while True:
+            descendants = psutil.Process(process.pid).children(recursive=True)
+            if len(descendants) >= 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert len(descendants) >= 4, descendants
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        _gone, alive = psutil.wait_procs(descendants, timeout=10)
+        assert alive == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.seek(0)
+        output = log.read()
+        log.close()
+    assert "a-demo-password-4-tests" in output  # printed for the person, once
+    assert "Traceback" not in output
+    assert "did not stop in time" not in output  # stopped cleanly, not killed
