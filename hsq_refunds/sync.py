@@ -284,7 +284,7 @@ def _pages_by_id(queryset: models.QuerySet[Refund], size: int) -> Iterator[list[
         last = page[-1]
 
 
-def _pages_due(queryset: models.QuerySet[Refund], size: int) -> Iterator[list[int]]:
+def due_id_pages(queryset: models.QuerySet[Refund], size: int) -> Iterator[list[int]]:
     """Ids of due refunds in pages, keyset-paginated on ``(next_query_at, id)``."""
     after: tuple[datetime, int] | None = None
     ordered = queryset.order_by("next_query_at", "id").values_list("next_query_at", "id")
@@ -358,7 +358,9 @@ def _select(
 
     if due_only:
         queryset = Refund.objects.filter(filters, next_query_at__lte=cutoff)
-        return _Selection(_pages_due(queryset, size), Q(next_query_at__lte=cutoff), queryset.count)
+        return _Selection(
+            due_id_pages(queryset, size), Q(next_query_at__lte=cutoff), queryset.count
+        )
     if not include_final:
         filters &= Q(status__in=_OPEN_STATUSES)
     queryset = Refund.objects.filter(filters)

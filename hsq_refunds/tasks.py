@@ -38,7 +38,7 @@ from django.utils import timezone
 from .conf import get_settings
 from .models import Refund
 from .scheduling import DJANGO_Q_DEFAULT_RETRY
-from .sync import sync_refunds
+from .sync import due_id_pages, sync_refunds
 
 __all__ = [
     "BATCH_TASK",
@@ -91,21 +91,8 @@ def _due_unclaimed(now: datetime) -> QuerySet[Refund]:
 
 
 def _due_pages(now: datetime, size: int) -> Iterator[list[int]]:
-    """Ids of due, unclaimed refunds in pages of ``size``, oldest due first (keyset pages)."""
-    ordered = _due_unclaimed(now).order_by("next_query_at", "id").values_list("next_query_at", "id")
-    after: tuple[datetime, int] | None = None
-    while True:
-        page = ordered
-        if after is not None:
-            page = ordered.filter(
-                Q(next_query_at__gt=after[0]) | Q(next_query_at=after[0], id__gt=after[1])
-            )
-        rows = list(page[:size])
-        if rows:
-            yield [refund_id for _when, refund_id in rows]
-        if len(rows) < size:
-            return
-        after = rows[-1]
+    """Ids of due, unclaimed refunds in pages of ``size``, oldest due first."""
+    return due_id_pages(_due_unclaimed(now), size)
 
 
 def _group_name(kind: str) -> str:

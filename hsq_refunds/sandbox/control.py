@@ -7,19 +7,18 @@ drive either without caring where the server runs.
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import requests
 
 from .faults import make_fault
-from .refunds import refund_spec
+from .refunds import AddRefundMixin
 
 __all__ = ["SandboxControl"]
 
 
-class SandboxControl:
+class SandboxControl(AddRefundMixin):
     """Client of a sandbox's JSON control endpoint (``http://HOST:PORT/sandbox``)."""
 
     def __init__(self, control_url: str, *, timeout: float = 30.0) -> None:
@@ -38,31 +37,6 @@ class SandboxControl:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def add_refund(
-        self,
-        trans_no: str,
-        *,
-        amount: int = 100,
-        timeline: Sequence[Mapping[str, Any]] | None = None,
-        orig_trans_no: str = "",
-        extend: str = "",
-        merchant_no: str | None = None,
-        trade_no: str | None = None,
-        created_at: dt.datetime | None = None,
-    ) -> None:
-        """Add (or replace) one refund; see :mod:`hsq_refunds.sandbox.refunds`."""
-        spec = refund_spec(
-            trans_no,
-            amount=amount,
-            timeline=timeline,
-            orig_trans_no=orig_trans_no,
-            extend=extend,
-            merchant_no=merchant_no,
-            trade_no=trade_no,
-            created_at=created_at,
-        )
-        self.add_refunds([spec])
 
     def add_refunds(self, specs: Iterable[Mapping[str, Any]]) -> int:
         """Add (or replace) refunds from JSON specs, all or none; returns how many."""

@@ -19,7 +19,7 @@ import datetime as dt
 import itertools
 import math
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -251,3 +251,38 @@ def _new_trade_no(created_at: dt.datetime) -> str:
     """A 32-digit trade number shaped like HSQ's (``120000`` + time + sequence)."""
     stamp = created_at.astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S")
     return f"120000{stamp}{next(_trade_sequence) % 10**12:012d}"
+
+
+class AddRefundMixin:
+    """``add_refund`` for any class whose ``add_refunds`` takes JSON specs (server and client)."""
+
+    def add_refunds(self, specs: Iterable[Mapping[str, Any]]) -> int:
+        raise NotImplementedError
+
+    def add_refund(
+        self,
+        trans_no: str,
+        *,
+        amount: int = 100,
+        timeline: Sequence[Mapping[str, Any]] | None = None,
+        orig_trans_no: str = "",
+        extend: str = "",
+        merchant_no: str | None = None,
+        trade_no: str | None = None,
+        created_at: dt.datetime | None = None,
+    ) -> None:
+        """Add (or replace) one refund; see :mod:`hsq_refunds.sandbox.refunds`."""
+        self.add_refunds(
+            [
+                refund_spec(
+                    trans_no,
+                    amount=amount,
+                    timeline=timeline,
+                    orig_trans_no=orig_trans_no,
+                    extend=extend,
+                    merchant_no=merchant_no,
+                    trade_no=trade_no,
+                    created_at=created_at,
+                )
+            ]
+        )

@@ -13,7 +13,6 @@ The server is an HTTP/1.1 ``ThreadingHTTPServer`` that keeps connections alive, 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import socket
@@ -21,7 +20,7 @@ import socketserver
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,7 +28,7 @@ from urllib.parse import urlsplit
 from .app import API_PATH, CONTROL_PATH, JSON_TYPE, Reply, SandboxApp, spring_error_body
 from .control import SandboxControl
 from .credentials import Credentials
-from .refunds import refund_spec
+from .refunds import AddRefundMixin
 
 __all__ = ["SandboxControl", "SandboxServer"]
 
@@ -38,7 +37,7 @@ logger = logging.getLogger("hsq_refunds.sandbox")
 _MAX_BODY = 1 << 20
 
 
-class SandboxServer:
+class SandboxServer(AddRefundMixin):
     """The sandbox gateway on ``host:port`` (``port=0``: any free port), in a background thread.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. ``scenario`` is a JSON
@@ -137,31 +136,6 @@ class SandboxServer:
         return self._control
 
     # -- state (thread-safe) -------------------------------------------------------------
-
-    def add_refund(
-        self,
-        trans_no: str,
-        *,
-        amount: int = 100,
-        timeline: Sequence[Mapping[str, Any]] | None = None,
-        orig_trans_no: str = "",
-        extend: str = "",
-        merchant_no: str | None = None,
-        trade_no: str | None = None,
-        created_at: dt.datetime | None = None,
-    ) -> None:
-        """Add (or replace) one refund; see :mod:`hsq_refunds.sandbox.refunds`."""
-        spec = refund_spec(
-            trans_no,
-            amount=amount,
-            timeline=timeline,
-            orig_trans_no=orig_trans_no,
-            extend=extend,
-            merchant_no=merchant_no,
-            trade_no=trade_no,
-            created_at=created_at,
-        )
-        self._app.add_refunds([spec])
 
     def add_refunds(self, specs: Iterable[Mapping[str, Any]]) -> int:
         """Add (or replace) refunds from JSON specs, all or none; returns how many."""
