@@ -291,8 +291,11 @@ def due_id_pages(queryset: models.QuerySet[Refund], size: int) -> Iterator[list[
     while True:
         page_qs = ordered
         if after is not None:
+            # (next_query_at, id) > after, written so the index on next_query_at gives the
+            # database a starting point (a plain OR would rescan every earlier page).
             page_qs = ordered.filter(
-                Q(next_query_at__gt=after[0]) | Q(next_query_at=after[0], id__gt=after[1])
+                Q(next_query_at__gte=after[0])
+                & (Q(next_query_at__gt=after[0]) | Q(id__gt=after[1]))
             )
         rows = list(page_qs[:size])
         if rows:

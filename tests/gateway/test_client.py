@@ -142,6 +142,20 @@ def test_settings_are_exposed(make_client):
     assert make_client().rate_limit is None
 
 
+def test_proxy_and_ca_bundle_come_from_the_environment_once(make_client, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("NO_PROXY", "api-pre.huishouqian.com")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    production = make_client(environment="production")
+    pre = make_client(environment="pre")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9999")  # read at construction only
+
+    assert production._session.proxies["https"] == "http://127.0.0.1:3128"
+    assert "https" not in pre._session.proxies
+    assert production._session.verify == "/etc/ssl/certs/ca-certificates.crt"
+    assert not production._session.trust_env  # no per-request environment or .netrc look-ups
+
+
 # --------------------------------------------------------------------------- secrets
 
 
