@@ -1,0 +1,93 @@
+"""Reliability fixtures: the app pointed at the session's sandbox gateway, quick to give up.
+
+Retries are off, so that the sandbox's query counts say exactly how often each refund was asked
+about, and the read timeout is short, so that a gateway slower than it costs little time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from hsq_refunds.models import Refund
+
+#: The timeouts every reliability test runs with (seconds): small, but far above what the
+#: sandbox needs to answer on 127.0.0.1.
+READ_TIMEOUT = 0.5
+CONNECT_TIMEOUT = 1.0
+
+
+@pytest.fixture(autouse=True)
+def _postgres_only(request: pytest.FixtureRequest) -> None:
+    """``@pytest.mark.postgres`` tests run on PostgreSQL only (``HSQ_TEST_DATABASE=postgres``)."""
+    if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: run with HSQ_TEST_DATABASE=postgres")
+
+
+@pytest.fixture
+def merchant_no(hsq_sandbox_credentials) -> str:
+    return hsq_sandbox_credentials.merchant_no
+
+
+@pytest.fixture
+def configure(settings, hsq_sandbox_settings) -> Callable[..., dict[str, Any]]:
+    """``configure(**keys)``: ``HSQ_REFUNDS`` for the sandbox, these keys on top; returns it."""
+
+    def apply(**keys: Any) -> dict[str, Any]:
+        settings.HSQ_REFUNDS = {
+            **hsq_sandbox_settings,
+            "RETRIES": 0,
+            "CONNECT_TIMEOUT": CONNECT_TIMEOUT,
+            "READ_TIMEOUT": READ_TIMEOUT,
+            **keys,
+        }
+        return settings.HSQ_REFUNDS
+
+    apply()
+    return apply
+
+
+@pytest.fixture
+def sandbox(hsq_sandbox, configure):
+    """The session's sandbox gateway (reset), with the app configured to use it."""
+    return hsq_sandbox
+
+
+@pytest.fixture
+def make_refunds(sandbox, merchant_no) -> Callable[..., list[Refund]]:
+    """``make_refunds(trans_nos, status="PROCESSING", amount=1500, **fields)``: due refunds.
+
+    Each is tracked as applied for five minutes ago and due a second ago, and known to the
+    sandbox as already ``SUCCESS`` (with the same amount), so one good query finishes it.
+    Returns the rows in the order given.
+    """
+
+    def create(
+        trans_nos: Sequence[str], *, status: str = "PROCESSING", amount: int = 1500, **fields: Any
+    ) -> list[Refund]:
+        now = timezone.now()
+        sandbox.add_refunds(
+            {"transNo": trans_no, "amount": amount, "timeline": [{"status": "SUCCESS"}]}
+            for trans_no in trans_nos
+        )
+        Refund.objects.bulk_create(
+            Refund(
+                merchant_no=merchant_no,
+                trans_no=trans_no,
+                status=status,
+                amount=amount,
+                applied_at=now - timedelta(minutes=5),
+                next_query_at=now - timedelta(seconds=1),
+                **fields,
+            )
+            for trans_no in trans_nos
+        )
+        by_trans_no = {r.trans_no: r for r in Refund.objects.filter(trans_no__in=trans_nos)}
+        return [by_trans_no[trans_no] for trans_no in trans_nos]
+
+    return create
