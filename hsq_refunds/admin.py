@@ -122,15 +122,27 @@ class RefundAddForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         field = self.fields["merchant_no"]
+        self.settings_error: ConfigurationError | None = None
         try:
             merchants = conf.merchant_numbers()
-        except ConfigurationError:
+        except ConfigurationError as exc:
+            # Said once, by clean(), naming the setting; not as "select a valid choice".
+            self.settings_error = exc
             merchants = []
+            field.required = False
         field.choices = [(number, number) for number in merchants]
         if merchants:
             field.initial = conf.default_merchant_no() or merchants[0]
-        else:
+        elif self.settings_error is None:
             field.help_text = _("No merchant is configured in the HSQ_REFUNDS setting.")
+
+    def clean(self) -> dict[str, Any]:
+        if self.settings_error is not None:
+            raise forms.ValidationError(
+                gettext("The HSQ_REFUNDS setting is invalid: %(error)s (see manage.py check).")
+                % {"error": self.settings_error}
+            )
+        return super().clean()
 
     def clean_trans_no(self) -> str:
         trans_no = self.cleaned_data["trans_no"]

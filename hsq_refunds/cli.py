@@ -30,6 +30,7 @@ from hsq_refunds.gateway import (
     SignatureError,
     TransportError,
 )
+from hsq_refunds.text import printable
 
 __all__ = ["EXIT_CODES", "EXIT_USAGE", "main"]
 
@@ -184,11 +185,6 @@ def _write_json(data: Mapping[str, Any], out: TextIO) -> None:
     out.flush()
 
 
-def _printable(text: str) -> str:
-    """Escape control characters, so a message from the gateway cannot drive the terminal."""
-    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
-
-
 def _enable_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -205,7 +201,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         _query_refund(args, os.environ if environ is None else environ, sys.stdout)
     except HsqError as exc:
-        print(f"error: {type(exc).__name__}: {_printable(str(exc))}", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

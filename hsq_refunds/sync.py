@@ -375,8 +375,10 @@ def _select_trans_nos(
 ) -> _Selection:
     ids: list[int] = []
     found: set[str] = set()
-    for start in range(0, len(trans_nos), size):
-        chunk = trans_nos[start : start + size]
+    # A transNo with NUL cannot be tracked (nor looked up on PostgreSQL): not tracked.
+    searchable = [trans_no for trans_no in trans_nos if "\x00" not in trans_no]
+    for start in range(0, len(searchable), size):
+        chunk = searchable[start : start + size]
         for refund_id, trans_no in (
             Refund.objects.filter(filters, trans_no__in=chunk)
             .order_by("id")
@@ -389,6 +391,14 @@ def _select_trans_nos(
 
 
 # --------------------------------------------------------------------------- the run
+
+
+def _storable(fields: dict[str, Any]) -> dict[str, Any]:
+    """Text from the gateway as the database can hold it: PostgreSQL refuses NUL in text."""
+    return {
+        name: value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+        for name, value in fields.items()
+    }
 
 
 @dataclass
@@ -557,6 +567,13 @@ class _Run:
                 self.release_one(answer.refund)
             else:
                 decided.append((answer, decision))
+        # A configuration error says nothing about the refund: reported, nothing written.
+        unconfigured = [item for item in decided if item[1].outcome == Outcome.CONFIG_ERROR]
+        if unconfigured:
+            decided = [item for item in decided if item[1].outcome != Outcome.CONFIG_ERROR]
+            for answer, decision in unconfigured:
+                self.count(answer.refund, decision)
+                self.release_one(answer.refund)
         if not decided:
             return
         if self.dry_run:
@@ -598,7 +615,11 @@ class _Run:
         with transaction.atomic():
             for answer, decision in decided:
                 refund = answer.refund
-                changes = {**decision.changes, "claimed_until": None, "claim_token": ""}
+                changes = {
+                    **_storable(decision.changes),
+                    "claimed_until": None,
+                    "claim_token": "",
+                }
                 if not Refund.objects.filter(pk=refund.pk, claim_token=self.token).update(
                     **changes
                 ):
@@ -611,7 +632,7 @@ class _Run:
                         refund_id=refund.pk,
                         queried_at=answer.started_at,
                         duration_ms=answer.duration_ms,
-                        **decision.log,
+                        **_storable(decision.log),
                     )
                 )
                 send_refund_signals(

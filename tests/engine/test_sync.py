@@ -440,11 +440,14 @@ def test_an_unexpected_exception_stays_with_its_refund(refunds, sandbox, monkeyp
 
 def test_a_merchant_without_configuration_is_a_configuration_error(refunds, sandbox):
     refunds([{"transNo": "R1", "merchant_no": "777"}, {"transNo": "R2"}])
+    before = Refund.objects.get(trans_no="R1")
     report = sync_refunds()
     refund = Refund.objects.get(trans_no="R1")
-    assert refund.status == "UNKNOWN" and refund.last_error_type == "configuration"
+    # A setting mistake says nothing about the refund: reported, nothing written, still due.
+    assert refund.status == "UNKNOWN" and refund.last_error_type == ""
     assert refund.query_count == 0 and refund.last_queried_at is None
-    assert refund.error_count == 1 and refund.next_query_at > timezone.now()
+    assert refund.error_count == 0 and refund.next_query_at == before.next_query_at
+    assert refund.claim_token == "" and not refund.queries.exists()
     assert report.configuration_errors and report.queried == 1
     assert report.outcomes == {"config_error": 1, "ok": 1}
     assert "'777'" in report.errors[0].message

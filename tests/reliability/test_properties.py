@@ -23,7 +23,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from django.db import connection
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -44,12 +43,6 @@ PROPERTY = settings(
 )
 
 ASKED = "R-PROP-0001"
-ON_POSTGRES = connection.vendor == "postgresql"
-NUL_BUG = (
-    "PostgreSQL cannot store NUL in text: sync.py _Run.write() fails with DataError, the refund "
-    "is reported as an internal error, and neither the answer nor the error nor an audit row "
-    "is written, so the refund is asked again on every run without backoff"
-)
 OPEN = ("UNKNOWN", "INIT", "PROCESSING")
 FINAL = ("SUCCESS", "FAIL")
 STATUSES = ("INIT", "PROCESSING", "SUCCESS", "FAIL")
@@ -509,7 +502,6 @@ def test_final_states_never_change_whatever_the_gateway_answers(engine, keys):
 # --------------------------------------------------------------------------- NUL from the gateway
 
 
-@pytest.mark.xfail(ON_POSTGRES, reason=NUL_BUG, strict=True)
 def test_nul_characters_in_a_verified_answer_are_stored(engine, keys):
     refund = install(next_state(), keys["merchant_no"])
     fields = {
@@ -532,7 +524,6 @@ def test_nul_characters_in_a_verified_answer_are_stored(engine, keys):
     assert after.next_query_at is not None and after.next_query_at > timezone.now()
 
 
-@pytest.mark.xfail(ON_POSTGRES, reason=NUL_BUG, strict=True)
 def test_nul_characters_in_an_unsigned_failure_are_recorded_as_its_error(engine, keys):
     refund = install(next_state(), keys["merchant_no"])
     body = {"success": False, "result": None, "errorCode": "E\x00", "errorMsg": "busy\x00"}

@@ -28,6 +28,7 @@ from django.utils.translation import gettext, ngettext
 
 from hsq_refunds.gateway import ConfigurationError
 from hsq_refunds.sync import SyncReport, sync_refunds
+from hsq_refunds.text import printable
 
 EXIT_FAILED = 1
 EXIT_CONFIGURATION = 2
@@ -179,10 +180,11 @@ class Command(BaseCommand):
         if verbosity >= 1:
             for error in report.errors:
                 code = f" {error.code}" if error.code else ""
-                self.stdout.write(
+                line = (
                     f"{error.trans_no} [{error.merchant_no or '-'}]: "
                     f"{error.error_type}{code} {error.message}"
                 )
+                self.stdout.write(printable(line))
         style = self.style.SUCCESS if report.ok else self.style.ERROR
         self.stdout.write(style(report.summary()))
 
