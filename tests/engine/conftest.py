@@ -7,43 +7,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from hsq_refunds.models import Refund
-
-
-@pytest.fixture(autouse=True)
-def _postgres_only(request: pytest.FixtureRequest) -> None:
-    """``@pytest.mark.postgres`` tests run on PostgreSQL only (``HSQ_TEST_DATABASE=postgres``)."""
-    if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL: run with HSQ_TEST_DATABASE=postgres")
-
-
-@pytest.fixture
-def merchant_no(hsq_sandbox_credentials) -> str:
-    return hsq_sandbox_credentials.merchant_no
-
-
-@pytest.fixture
-def configure(settings, hsq_sandbox_settings) -> Callable[..., dict[str, Any]]:
-    """``configure(**keys)``: point ``HSQ_REFUNDS`` at the sandbox, with these keys on top.
-
-    Retries are off by default so that the sandbox's query counts are exact.
-    """
-
-    def apply(**keys: Any) -> dict[str, Any]:
-        settings.HSQ_REFUNDS = {**hsq_sandbox_settings, "RETRIES": 0, "READ_TIMEOUT": 10, **keys}
-        return settings.HSQ_REFUNDS
-
-    apply()
-    return apply
-
-
-@pytest.fixture
-def sandbox(hsq_sandbox, configure):
-    """The sandbox gateway, with the app configured to use it."""
-    return hsq_sandbox
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from hsq_refunds.models import Refund
@@ -22,40 +21,9 @@ READ_TIMEOUT = 0.5
 CONNECT_TIMEOUT = 1.0
 
 
-@pytest.fixture(autouse=True)
-def _postgres_only(request: pytest.FixtureRequest) -> None:
-    """``@pytest.mark.postgres`` tests run on PostgreSQL only (``HSQ_TEST_DATABASE=postgres``)."""
-    if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL: run with HSQ_TEST_DATABASE=postgres")
-
-
 @pytest.fixture
-def merchant_no(hsq_sandbox_credentials) -> str:
-    return hsq_sandbox_credentials.merchant_no
-
-
-@pytest.fixture
-def configure(settings, hsq_sandbox_settings) -> Callable[..., dict[str, Any]]:
-    """``configure(**keys)``: ``HSQ_REFUNDS`` for the sandbox, these keys on top; returns it."""
-
-    def apply(**keys: Any) -> dict[str, Any]:
-        settings.HSQ_REFUNDS = {
-            **hsq_sandbox_settings,
-            "RETRIES": 0,
-            "CONNECT_TIMEOUT": CONNECT_TIMEOUT,
-            "READ_TIMEOUT": READ_TIMEOUT,
-            **keys,
-        }
-        return settings.HSQ_REFUNDS
-
-    apply()
-    return apply
-
-
-@pytest.fixture
-def sandbox(hsq_sandbox, configure):
-    """The session's sandbox gateway (reset), with the app configured to use it."""
-    return hsq_sandbox
+def hsq_test_overrides() -> dict[str, Any]:
+    return {"RETRIES": 0, "CONNECT_TIMEOUT": CONNECT_TIMEOUT, "READ_TIMEOUT": READ_TIMEOUT}
 
 
 @pytest.fixture

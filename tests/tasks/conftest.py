@@ -4,42 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from hsq_refunds.models import Refund
-
-
-@pytest.fixture(autouse=True)
-def _postgres_only(request: pytest.FixtureRequest) -> None:
-    """``@pytest.mark.postgres`` tests run on PostgreSQL only (``HSQ_TEST_DATABASE=postgres``)."""
-    if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL: run with HSQ_TEST_DATABASE=postgres")
-
-
-@pytest.fixture
-def configure(settings, hsq_sandbox_settings) -> Callable[..., dict[str, Any]]:
-    """``configure(**keys)``: ``HSQ_REFUNDS`` for the sandbox, with these keys on top.
-
-    Retries are off so that the sandbox's query counts say exactly how often each refund was
-    asked about.
-    """
-
-    def apply(**keys: Any) -> dict[str, Any]:
-        settings.HSQ_REFUNDS = {**hsq_sandbox_settings, "RETRIES": 0, "READ_TIMEOUT": 10, **keys}
-        return settings.HSQ_REFUNDS
-
-    apply()
-    return apply
-
-
-@pytest.fixture
-def sandbox(hsq_sandbox, configure):
-    """The sandbox gateway, with the app configured to use it."""
-    return hsq_sandbox
 
 
 @pytest.fixture
