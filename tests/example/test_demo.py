@@ -249,6 +249,10 @@ def wait_for_login_page(url: str, process: subprocess.Popen, timeout: float = 12
     pytest.fail(f"{url} did not answer 200 in {timeout} s")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_serve_runs_the_admin_and_stops_everything_on_sigint(tmp_path):
     port = free_port()
@@ -265,6 +269,9 @@ def test_serve_runs_the_admin_and_stops_everything_on_sigint(tmp_path):
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        # As at a terminal: a shell running this suite in the background (CI) starts it with
+        # SIGINT ignored, and serve rightly keeps an ignored SIGINT ignored.
+        preexec_fn=_default_sigint,
     )
     try:
         base = f"http://127.0.0.1:{port}"
