@@ -12,6 +12,8 @@ import unicodedata
 from collections.abc import Sequence
 from typing import TextIO
 
+from hsq_refunds.money import format_fen as yuan
+
 __all__ = ["Style", "display_width", "pad", "render_table", "yuan"]
 
 _WIDE = frozenset({"W", "F"})
@@ -32,15 +34,6 @@ def pad(text: str, width: int, *, right: bool = False) -> str:
     """``text`` padded with spaces to ``width`` columns (aligned right if ``right``)."""
     fill = " " * max(width - display_width(text), 0)
     return fill + text if right else text + fill
-
-
-def yuan(fen: int | None) -> str:
-    """An amount in fen as yuan for people: ``128800`` → ``¥1,288.00``."""
-    if fen is None:
-        return "-"
-    sign = "-" if fen < 0 else ""
-    whole, cents = divmod(abs(fen), 100)
-    return f"{sign}¥{whole:,}.{cents:02d}"
 
 
 class Style:

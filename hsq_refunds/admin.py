@@ -31,6 +31,7 @@ from django.utils.translation import gettext_lazy as _
 from . import conf, tasks
 from .gateway import ConfigurationError, HsqError
 from .models import Refund, RefundQuery
+from .money import format_fen, yuan_to_fen
 from .sync import RefundFailure, SyncReport, error_label, sync_refund, sync_refunds
 
 __all__ = ["RefundAddForm", "RefundAdmin", "RefundQueryInline", "format_fen", "yuan_to_fen"]
@@ -41,23 +42,6 @@ logger = logging.getLogger("hsq_refunds.admin")
 RECENT_QUERIES = 20
 #: How many failures the error message lists one by one.
 LISTED_FAILURES = 10
-
-
-def format_fen(fen: int | None) -> str:
-    """``1234`` -> ``"¥12.34"``: yuan with two decimals, computed on integers (never float)."""
-    if fen is None:
-        return "-"
-    sign = "-" if fen < 0 else ""
-    yuan, cents = divmod(abs(fen), 100)
-    return f"{sign}¥{yuan:,}.{cents:02d}"
-
-
-def yuan_to_fen(amount: Decimal) -> int:
-    """``Decimal("12.34")`` -> ``1234``, exactly; more than two decimals is a ``ValueError``."""
-    fen = amount.scaleb(2)
-    if fen != fen.to_integral_value():
-        raise ValueError(f"{amount} has more than two decimals")
-    return int(fen)
 
 
 def describe_error(error_type: str, code: str, message: str) -> str:

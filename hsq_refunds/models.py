@@ -18,6 +18,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from .conf import default_merchant_no, get_settings, merchant_numbers
+from .money import fen_to_yuan
 from .rules import FINAL_STATUSES, AttentionReason, Outcome, Status
 
 __all__ = ["AttentionReason", "Outcome", "Refund", "RefundQuery", "Status"]
@@ -254,15 +255,11 @@ class Refund(models.Model):
     @property
     def amount_yuan(self) -> Decimal | None:
         """The expected amount in yuan, two decimals (``Decimal("12.34")``)."""
-        return _yuan(self.amount)
+        return fen_to_yuan(self.amount)
 
     @property
     def reported_amount_yuan(self) -> Decimal | None:
-        return _yuan(self.reported_amount)
-
-
-def _yuan(fen: int | None) -> Decimal | None:
-    return None if fen is None else (Decimal(fen) / 100).quantize(Decimal("0.01"))
+        return fen_to_yuan(self.reported_amount)
 
 
 class RefundQueryQuerySet(models.QuerySet["RefundQuery"]):
