@@ -28,7 +28,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-__all__ = ["CREDENTIALS_FILE", "Credentials", "CredentialsError", "create_credentials"]
+__all__ = [
+    "CREDENTIALS_FILE",
+    "Credentials",
+    "CredentialsError",
+    "create_credentials",
+    "self_signed_certificate",
+]
 
 #: The file that describes a sandbox key directory.
 CREDENTIALS_FILE = "credentials.json"
@@ -148,8 +154,10 @@ def create_credentials(
 
     merchant_key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
     platform_key = rsa.generate_private_key(public_exponent=65537, key_size=platform_key_size)
-    merchant_cert = _self_signed(merchant_key, f"{merchant_no}", "HSQ sandbox merchant")
-    platform_cert = _self_signed(platform_key, f"MANDAO_{merchant_no}", "HSQ sandbox platform")
+    merchant_cert = self_signed_certificate(merchant_key, f"{merchant_no}", "HSQ sandbox merchant")
+    platform_cert = self_signed_certificate(
+        platform_key, f"MANDAO_{merchant_no}", "HSQ sandbox platform"
+    )
     encryption = (
         serialization.PrivateFormat.PKCS12.encryption_builder()
         .kdf_rounds(2048)
@@ -193,7 +201,9 @@ def create_credentials(
     return Credentials.load(base)
 
 
-def _self_signed(key: rsa.RSAPrivateKey, common_name: str, organization: str) -> x509.Certificate:
+def self_signed_certificate(
+    key: rsa.RSAPrivateKey, common_name: str, organization: str = "HSQ sandbox"
+) -> x509.Certificate:
     """A self-signed certificate, as HSQ's own certificates are."""
     name = x509.Name(
         [

@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import http.server
 import json
 import threading
 import urllib.parse
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from hsq_refunds.gateway.signing import failure_sign_strings, sign, success_sign_string
 
 SIGN_KEY = "0123456789abcdef0123456789abcdef"
+
+
 MERCHANT_NO = "888000000001"
 TRANS_NO = "RF20240101000001"
-
-
-def self_signed_certificate(key: rsa.RSAPrivateKey, common_name: str) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
 
 
 def business_result(**overrides: Any) -> dict[str, Any]:

@@ -13,8 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from hsq_refunds.gateway import ConfigurationError, load_platform_key, load_private_key
-
-from .support import self_signed_certificate
+from hsq_refunds.sandbox.credentials import self_signed_certificate
 
 PASSWORD = "s3cret-Pässword"
 PEM = serialization.Encoding.PEM
