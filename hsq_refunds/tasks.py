@@ -137,7 +137,9 @@ def _fan_out(now: datetime, size: int) -> dict[str, Any]:
             async_task(BATCH_TASK, ids, claim_token=token, q_options={"group": group})
         except Exception:
             # The broker refused the task: free its refunds for the next cycle at once.
-            Refund.objects.filter(claim_token=token).update(claimed_until=None, claim_token="")
+            Refund.objects.filter(id__in=ids, claim_token=token).update(
+                claimed_until=None, claim_token=""
+            )
             raise
         batches += 1
         queued += len(ids)
