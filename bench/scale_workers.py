@@ -20,8 +20,6 @@ import contextlib
 import logging
 import math
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +29,6 @@ from typing import Any
 
 import psutil
 from _common import (
-    REPO,
     SandboxProcess,
     Targets,
     bench_database,
@@ -44,59 +41,44 @@ from _common import (
     setup_django,
 )
 
+from tests.processes import QCluster
+
 SETTINGS = "tests.tasks.cluster_settings"
 SPEEDUP_TARGET = 3.0
 START_TIMEOUT = 60.0
 
 
-class Cluster:
-    """One ``python -m django qcluster`` child in a session of its own, its log in a file."""
+class Cluster(QCluster):
+    """A qcluster for one measurement, its log in a temporary file."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.log = Path(tempfile.mkstemp(prefix="hsq_refunds_bench_qcluster_", suffix=".log")[1])
-        with open(self.log, "wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "django", "qcluster"],
-                env=env,
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        log = Path(tempfile.mkstemp(prefix="hsq_refunds_bench_qcluster_", suffix=".log")[1])
+        super().__init__(env, log)
 
     def wait_running(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
-        while "running." not in self.log.read_text(errors="replace"):
+        while not self.running():
             self.check_alive()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"qcluster did not start; see {self.log}")
             time.sleep(0.2)
 
     def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-2000:]
+        tail = self.exited()
+        if tail is not None:
             raise RuntimeError(f"qcluster exited early:\n{tail}")
 
     def cpu_seconds(self) -> float:
         """CPU time of the cluster's processes (the command, its sentinel and workers)."""
         total = 0.0
-        with contextlib.suppress(psutil.NoSuchProcess):
-            root = psutil.Process(self.process.pid)
-            for process in [root, *root.children(recursive=True)]:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    times = process.cpu_times()
-                    total += times.user + times.system
+        for pid in self.pids():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = psutil.Process(pid).cpu_times()
+                total += times.user + times.system
         return total
 
     def stop(self) -> None:
-        """SIGTERM (the cluster finishes and stops), then kill what is left of its session."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=30)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
+        super().stop()
         self.log.unlink(missing_ok=True)
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import psutil
 from django.conf import settings
 from django.db import connection
 
@@ -55,3 +58,46 @@ def run_manage(
         timeout=timeout,
         check=False,
     )
+
+
+class QCluster:
+    """One ``manage.py qcluster`` child in a session of its own, its output in ``log``."""
+
+    def __init__(self, env: Mapping[str, str], log: Path) -> None:
+        self.log = log
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                manage_argv("qcluster"),
+                env=dict(env),
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def running(self) -> bool:
+        """Whether the cluster said it is running (its workers are up)."""
+        return "running." in self.log.read_text(errors="replace")
+
+    def exited(self) -> str | None:
+        """The end of the log if the cluster has exited, else ``None``."""
+        if self.process.poll() is None:
+            return None
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def pids(self) -> set[int]:
+        """The cluster's processes: the command, its sentinel, workers, monitor and pusher."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(self.process.pid)
+            return {root.pid, *(child.pid for child in root.children(recursive=True))}
+        return set()
+
+    def stop(self) -> None:
+        """SIGTERM (the cluster finishes its tasks and stops), then kill what is left."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)

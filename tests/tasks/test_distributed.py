@@ -9,22 +9,17 @@ the refunds out in batches, and both clusters must take part, with no refund ask
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
-import psutil
 import pytest
 from django.utils import timezone
 from django_q.models import Task
 
 from hsq_refunds import tasks
 from hsq_refunds.models import Refund, RefundQuery
-from tests.processes import REPO, child_env, manage_argv, run_manage
+from tests.processes import QCluster, child_env, run_manage
 from tests.services import ServiceUnavailable, ensure_redis
 
 pytestmark = [
@@ -65,47 +60,12 @@ def cluster_env(redis_url) -> Iterator[dict[str, str]]:
         client.delete(f"django_q:{name}:q")
 
 
-class Cluster:
-    """One ``manage.py qcluster`` process, its log in a file, in a process group of its own."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with open(log, "wb") as out:
-            self.process = subprocess.Popen(
-                manage_argv("qcluster"),
-                env=env,
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def running(self) -> bool:
-        return "running." in self.log.read_text(errors="replace")
-
-    def pids(self) -> set[int]:
-        """This cluster's processes: the command, its sentinel, workers, monitor and pusher."""
-        root = psutil.Process(self.process.pid)
-        return {root.pid, *(child.pid for child in root.children(recursive=True))}
-
-    def stop(self) -> None:
-        """SIGTERM (the cluster finishes its tasks and stops), then kill whatever is left."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-
-def wait_for(what: str, condition, clusters: list[Cluster], deadline: float) -> None:
+def wait_for(what: str, condition, clusters: list[QCluster], deadline: float) -> None:
     while not condition():
         for cluster in clusters:
-            if cluster.process.poll() is not None:
-                pytest.fail(f"a cluster exited early:\n{cluster.log.read_text()[-3000:]}")
+            tail = cluster.exited()
+            if tail is not None:
+                pytest.fail(f"a cluster exited early:\n{tail}")
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.25)
@@ -120,10 +80,10 @@ def test_two_clusters_share_the_due_refunds(
     env = child_env(cluster_env)
     deadline = time.monotonic() + DEADLINE
 
-    clusters: list[Cluster] = []
+    clusters: list[QCluster] = []
     try:
         for number in range(CLUSTERS):
-            clusters.append(Cluster(env, tmp_path / f"cluster{number}.log"))
+            clusters.append(QCluster(env, tmp_path / f"cluster{number}.log"))
         wait_for(
             "the clusters to start", lambda: all(c.running() for c in clusters), clusters, deadline
         )
