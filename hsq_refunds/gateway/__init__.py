@@ -33,10 +33,23 @@ from .errors import (
 )
 from .keys import KeySource, load_platform_key, load_private_key
 from .results import RefundQueryResult, RefundStatus, RespCode
+from .validation import (
+    MAX_AMOUNT_FEN,
+    MERCHANT_NO_MAX_LENGTH,
+    TRANS_NO_MAX_LENGTH,
+    check_base_url,
+    check_merchant_no,
+    check_trans_no,
+    query_deadline,
+    resolve_base_url,
+)
 
 __all__ = [
     "ENVIRONMENTS",
+    "MAX_AMOUNT_FEN",
+    "MERCHANT_NO_MAX_LENGTH",
     "REFUND_QUERY_METHOD",
+    "TRANS_NO_MAX_LENGTH",
     "ConfigurationError",
     "GatewayError",
     "HsqClient",
@@ -50,7 +63,12 @@ __all__ = [
     "ResponseError",
     "SignatureError",
     "TransportError",
+    "check_base_url",
+    "check_merchant_no",
+    "check_trans_no",
     "load_platform_key",
     "load_private_key",
     "parse_refund_query_response",
+    "query_deadline",
+    "resolve_base_url",
 ]

@@ -16,11 +16,9 @@ import math
 import re
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
@@ -38,7 +36,6 @@ from .errors import (
     ConfigurationError,
     GatewayError,
     HsqError,
-    InvalidRequestError,
     ResponseError,
     SignatureError,
     TransportError,
@@ -53,6 +50,13 @@ from .signing import (
     success_sign_string,
     verify,
 )
+from .validation import (
+    ENVIRONMENTS,
+    RETRY_AFTER_CAP,
+    check_merchant_no,
+    check_trans_no,
+    resolve_base_url,
+)
 
 __all__ = [
     "ENVIRONMENTS",
@@ -64,25 +68,13 @@ __all__ = [
 
 logger = logging.getLogger("hsq_refunds.gateway.client")
 
-#: The gateway's base URL per environment name.
-ENVIRONMENTS: Mapping[str, str] = {
-    "production": "https://api.huishouqian.com/api/acquiring",
-    "test": "https://test-api.huishouqian.com/api/acquiring",
-    "pre": "https://api-pre.huishouqian.com/api/acquiring",
-}
-
 REFUND_QUERY_METHOD = "POLYMERIZE_REFUND_QUERY"
 
 #: An answer to a refund query is a few hundred bytes; anything this large is not one.
 _MAX_BODY_BYTES = 1 << 20
-_MAX_MERCHANT_NO = 16
-_MAX_TRANS_NO = 64
 _SPRING_ERROR_KEYS = frozenset({"timestamp", "status", "error", "path"})
 _DIGITS = re.compile(r"^[0-9]{1,18}$")
 _FINISHED_DATE = re.compile(r"^[0-9]{14}$")
-#: Characters that cannot be part of an order number: control characters, and lone
-#: surrogates, which have no UTF-8 form to sign.
-_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs"})
 
 
 # --------------------------------------------------------------------------- rate limiting
@@ -156,7 +148,7 @@ class _Secret:
 class _Retry(Retry):
     """urllib3's ``Retry`` with ``Retry-After`` capped, so a gateway cannot stall a sync."""
 
-    RETRY_AFTER_CAP = 30.0
+    RETRY_AFTER_CAP = RETRY_AFTER_CAP
 
     def parse_retry_after(self, retry_after: str) -> float:
         return min(super().parse_retry_after(retry_after), self.RETRY_AFTER_CAP)
@@ -199,9 +191,9 @@ class HsqClient:
         pool_maxsize: int = 32,
         session: requests.Session | None = None,
     ) -> None:
-        self._merchant_no = _check_merchant_no(merchant_no)
+        self._merchant_no = check_merchant_no(merchant_no)
         self._sign_key = _Secret(_check_sign_key(sign_key))
-        self._base_url = _resolve_base_url(base_url, environment)
+        self._base_url = resolve_base_url(base_url, environment)
         self._timeout = (
             _check_positive("connect_timeout", connect_timeout),
             _check_positive("read_timeout", read_timeout),
@@ -266,7 +258,7 @@ class HsqClient:
         that cannot be sent (before anything is sent), :class:`TransportError`,
         :class:`GatewayError`, :class:`SignatureError` or :class:`ResponseError` otherwise.
         """
-        _check_trans_no(trans_no)
+        check_trans_no(trans_no)
         started = time.monotonic()
         try:
             result = self._query_refund(trans_no)
@@ -387,16 +379,6 @@ def _log_outcome(trans_no: str, started: float, outcome: str, *, code: str, deta
 # --------------------------------------------------------------------------- configuration
 
 
-def _check_merchant_no(value: object) -> str:
-    if not isinstance(value, str) or not 1 <= len(value) <= _MAX_MERCHANT_NO:
-        raise ConfigurationError(
-            f"merchant_no: HSQ's merchantNo is 1 to {_MAX_MERCHANT_NO} characters"
-        )
-    if value != value.strip() or not value.isprintable():
-        raise ConfigurationError("merchant_no: contains spaces or unprintable characters")
-    return value
-
-
 def _check_sign_key(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigurationError(
@@ -405,28 +387,6 @@ def _check_sign_key(value: object) -> str:
     if value != value.strip():
         raise ConfigurationError("sign_key: has leading or trailing whitespace")
     return value
-
-
-def _resolve_base_url(base_url: str | None, environment: str) -> str:
-    if environment not in ENVIRONMENTS:
-        raise ConfigurationError(
-            f"environment: unknown environment {environment!r}; "
-            f"use one of {', '.join(sorted(ENVIRONMENTS))}"
-        )
-    if base_url is None:
-        return ENVIRONMENTS[environment]
-    if not isinstance(base_url, str):
-        raise ConfigurationError("base_url: must be an http(s) URL")
-    try:
-        parts = urlsplit(base_url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise ConfigurationError("base_url: is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"base_url: {base_url!r} is not an http(s) URL with a host")
-    if parts.username or parts.password or any(c.isspace() for c in base_url):
-        raise ConfigurationError("base_url: must hold no credentials or whitespace")
-    return base_url
 
 
 def _finite(value: object) -> float | None:
@@ -513,15 +473,6 @@ def _make_session(
     session.trust_env = False
     session.headers["User-Agent"] = "hsq-refunds"
     return session
-
-
-def _check_trans_no(trans_no: object) -> None:
-    if not isinstance(trans_no, str):
-        raise InvalidRequestError(f"transNo must be text, got {type(trans_no).__name__}")
-    if not 1 <= len(trans_no) <= _MAX_TRANS_NO:
-        raise InvalidRequestError(f"transNo must be 1 to {_MAX_TRANS_NO} characters")
-    if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in trans_no):
-        raise InvalidRequestError("transNo contains control characters")
 
 
 # --------------------------------------------------------------------------- the response
