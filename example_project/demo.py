@@ -146,7 +146,7 @@ def _forget_earlier_runs(merchant_no: str) -> None:
     """
     from hsq_refunds.models import Refund
 
-    Refund.objects.filter(merchant_no=merchant_no).delete()
+    Refund.objects.filter(merchant_no=merchant_no).delete_with_history()
 
 
 # --------------------------------------------------------------------------- syncing

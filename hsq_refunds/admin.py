@@ -10,7 +10,6 @@ type and the gateway's own code and message: never a 500, never key material.
 from __future__ import annotations
 
 import logging
-import unicodedata
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -20,9 +19,11 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext
@@ -32,54 +33,17 @@ from . import conf, tasks
 from .gateway import ConfigurationError, HsqError
 from .models import Refund, RefundQuery
 from .money import format_fen, yuan_to_fen
-from .sync import RefundFailure, SyncReport, error_label, sync_refund, sync_refunds
+from .report import SyncReport, describe_error, describe_failures, error_label
+from .sync import sync_refund, sync_refunds
 
-__all__ = ["RefundAddForm", "RefundAdmin", "RefundQueryInline", "format_fen", "yuan_to_fen"]
+__all__ = ["RefundAddForm", "RefundAdmin", "RefundQueryInline"]
 
 logger = logging.getLogger("hsq_refunds.admin")
 
 #: How many of a refund's queries its page shows, newest first.
 RECENT_QUERIES = 20
-#: How many failures the error message lists one by one.
-LISTED_FAILURES = 10
-
-
-def describe_error(error_type: str, code: str, message: str) -> str:
-    """One line naming an error's type and the gateway's own code and message."""
-    label = error_label(error_type)
-    if code and message:
-        return gettext("%(type)s (code %(code)s): %(message)s") % {
-            "type": label,
-            "code": code,
-            "message": message,
-        }
-    if code:
-        return gettext("%(type)s (code %(code)s)") % {"type": label, "code": code}
-    if message:
-        return gettext("%(type)s: %(message)s") % {"type": label, "message": message}
-    return label
-
-
-def describe_failures(failures: Sequence[RefundFailure]) -> str:
-    """``2 refunds could not be refreshed: R1: signature invalid: ...; R2: ...``."""
-    listed = "; ".join(
-        gettext("%(trans_no)s: %(error)s")
-        % {
-            "trans_no": failure.trans_no,
-            "error": describe_error(failure.error_type, failure.code, failure.message),
-        }
-        for failure in failures[:LISTED_FAILURES]
-    )
-    more = len(failures) - LISTED_FAILURES
-    if more > 0:
-        listed += " " + ngettext("(and %(count)d more)", "(and %(count)d more)", more) % {
-            "count": more
-        }
-    return ngettext(
-        "%(count)d refund could not be refreshed: %(failures)s",
-        "%(count)d refunds could not be refreshed: %(failures)s",
-        len(failures),
-    ) % {"count": len(failures), "failures": listed}
+#: The columns the search box looks in (by prefix, through their indexes).
+SEARCHED_NUMBERS = ("trans_no", "orig_trans_no", "trade_no")
 
 
 class RefundAddForm(forms.ModelForm):
@@ -127,12 +91,6 @@ class RefundAddForm(forms.ModelForm):
                 % {"error": self.settings_error}
             )
         return super().clean()
-
-    def clean_trans_no(self) -> str:
-        trans_no = self.cleaned_data["trans_no"]
-        if any(unicodedata.category(char) in ("Cc", "Cs") for char in trans_no):
-            raise forms.ValidationError(_("The refund order number contains control characters."))
-        return trans_no
 
     def amount_fen(self) -> int | None:
         """The amount typed, in fen (``None`` when left empty)."""
@@ -256,7 +214,10 @@ class RefundAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        (_("Last verified result"), {"fields": ("last_result",), "classes": ("collapse",)}),
+        (
+            _("Verified results"),
+            {"fields": ("last_result", "final_result", "final_sign"), "classes": ("collapse",)},
+        ),
     )
     add_fieldsets = (
         (None, {"fields": ("trans_no", "merchant_no", "orig_trans_no", "amount_yuan")}),
@@ -264,6 +225,37 @@ class RefundAdmin(admin.ModelAdmin):
 
     class Media:
         css = {"all": ("hsq_refunds/admin.css",)}
+
+    # -- list, search and deletion --------------------------------------------------------------
+
+    @method_decorator(transaction.non_atomic_requests)
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        """Not in a request transaction (``ATOMIC_REQUESTS``): the refresh action's claims must
+        be committed at once, or they would block every other sync while HSQ answers."""
+        return super().changelist_view(request, extra_context)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Refund], search_term: str
+    ) -> tuple[QuerySet[Refund], bool]:
+        """Each word a prefix of a refund's, original order's or HSQ's number, as typed or in
+        capitals: ``LIKE 'x%'`` on the columns themselves, which their indexes serve (a
+        case-insensitive ``UPPER(...) LIKE`` would read every row)."""
+        for term in search_term.split():
+            spellings = dict.fromkeys((term, term.upper()))
+            match = Q()
+            for name in SEARCHED_NUMBERS:
+                for spelling in spellings:
+                    match |= Q(**{f"{name}__startswith": spelling})
+            queryset = queryset.filter(match)
+        return queryset, False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Refund | None = None) -> bool:
+        """Refunds are records of money: not deleted in the admin unless ``ALLOW_ADMIN_DELETE``
+        (for development) says so. The audit rows stay protected even then."""
+        parsed, _problems = conf.inspect_settings()  # a broken setting shows elsewhere
+        if not getattr(parsed, "ALLOW_ADMIN_DELETE", False):
+            return False
+        return super().has_delete_permission(request, obj)
 
     # -- display ------------------------------------------------------------------------------
 
@@ -456,6 +448,7 @@ class RefundAdmin(admin.ModelAdmin):
         # First: the default URLs end with a catch-all ``<path:object_id>/``.
         return [refresh, *super().get_urls()]
 
+    @method_decorator(transaction.non_atomic_requests)
     def refresh_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Query one refund (POST only; the admin site checks its CSRF token), back to its page."""
         if not self.has_refresh_permission(request):

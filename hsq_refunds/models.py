@@ -7,42 +7,90 @@ writes is :mod:`hsq_refunds.sync`.
 
 from __future__ import annotations
 
-import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from .columns import (
+    CODE_LENGTH,
+    ERROR_CODE_LENGTH,
+    ERROR_TYPE_LENGTH,
+    MERCHANT_NO_LENGTH,
+    REASON_LENGTH,
+    RESP_MSG_LENGTH,
+    STATUS_LENGTH,
+    TOKEN_LENGTH,
+    TRADE_NO_LENGTH,
+    TRANS_NO_LENGTH,
+    storable,
+)
 from .conf import default_merchant_no, get_settings, merchant_numbers
+from .gateway import InvalidRequestError, check_trans_no
 from .money import fen_to_yuan
-from .rules import FINAL_STATUSES, AttentionReason, Outcome, Status
+from .rules import FINAL_STATUSES, AttentionReason, Decision, Outcome, Status
+from .signals import send_refund_signals
 
-__all__ = ["AttentionReason", "Outcome", "Refund", "RefundQuery", "Status"]
+__all__ = [
+    "AnsweredRefund",
+    "AttentionReason",
+    "Outcome",
+    "Refund",
+    "RefundQuery",
+    "Source",
+    "Status",
+    "validate_trans_no",
+    "write_answers",
+]
 
-TRANS_NO_MAX_LENGTH = 64
+#: Kept for code that imported it from here; the width lives in :mod:`hsq_refunds.columns`.
+TRANS_NO_MAX_LENGTH = TRANS_NO_LENGTH
 _OPEN_STATUSES = [s for s in Status.values if s not in FINAL_STATUSES]
 _PRUNE_BATCH = 10_000
 
 
-def _validate_trans_no(trans_no: object) -> str:
+def validate_trans_no(trans_no: object) -> str:
+    """The one rule for a refund's transNo: what the gateway accepts (1 to 64 characters of
+    text, no control characters), and no spaces around it, which no one could see in the admin.
+
+    Returns it, or raises ``ValueError`` with a translated message. :func:`trans_no_validator`
+    is the same rule as a model-field validator (the admin's forms use it).
+    """
     if not isinstance(trans_no, str):
         raise ValueError(gettext("transNo must be text."))
-    if not 1 <= len(trans_no) <= TRANS_NO_MAX_LENGTH:
-        raise ValueError(
-            gettext("transNo must be 1 to %(max)d characters.") % {"max": TRANS_NO_MAX_LENGTH}
-        )
-    if trans_no != trans_no.strip() or any(
-        unicodedata.category(char) in ("Cc", "Cs") for char in trans_no
-    ):
-        raise ValueError(
-            gettext("transNo %(trans_no)r has surrounding spaces or control characters.")
-            % {"trans_no": trans_no}
-        )
+    try:
+        check_trans_no(trans_no)
+    except InvalidRequestError:
+        if not 1 <= len(trans_no) <= TRANS_NO_LENGTH:
+            raise ValueError(
+                gettext("transNo must be 1 to %(max)d characters.") % {"max": TRANS_NO_LENGTH}
+            ) from None
+        raise ValueError(_bad_characters(trans_no)) from None
+    if trans_no != trans_no.strip():
+        raise ValueError(_bad_characters(trans_no))
     return trans_no
+
+
+def _bad_characters(trans_no: str) -> str:
+    return gettext("transNo %(trans_no)r has surrounding spaces or control characters.") % {
+        "trans_no": trans_no
+    }
+
+
+def trans_no_validator(value: object) -> None:
+    """:func:`validate_trans_no` for model fields and forms."""
+    try:
+        validate_trans_no(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc), code="invalid_trans_no") from None
 
 
 def _resolve_merchant(merchant_no: str | None) -> str:
@@ -65,9 +113,70 @@ def _resolve_merchant(merchant_no: str | None) -> str:
 
 
 class RefundQuerySet(models.QuerySet["Refund"]):
+    """Selections of refunds, and the claims that keep two syncs from asking about one refund.
+
+    A sync *claims* the refunds it is about to query: ``claim_token`` (unique to the run) and
+    ``claimed_until`` (the lease) are set by one conditional ``UPDATE`` of the claimable rows, so
+    that of two runs at once only one gets each refund. A claim is given back when the answer
+    is written (:func:`write_answers`) or the run ends (:meth:`release`); a run that dies holds
+    nothing longer than its lease.
+    """
+
     def due(self, now: datetime | None = None) -> RefundQuerySet:
         """Refunds whose next query time has come (claims not considered)."""
         return self.filter(next_query_at__lte=now or timezone.now())
+
+    def id_pages(self, size: int) -> Iterator[list[int]]:
+        """The ids of these refunds in pages of ``size``, keyset-paginated on ``id`` (flat
+        memory and constant cost per page at any table size)."""
+        last = 0
+        while True:
+            page = list(self.filter(id__gt=last).order_by("id").values_list("id", flat=True)[:size])
+            if page:
+                yield page
+            if len(page) < size:
+                return
+            last = page[-1]
+
+    def final(self) -> RefundQuerySet:
+        """Refunds in a final state (``SUCCESS`` or ``FAIL``)."""
+        return self.filter(status__in=FINAL_STATUSES)
+
+    def claimable(self, now: datetime) -> RefundQuerySet:
+        """Refunds no run holds: never claimed, released, or whose lease ran out before ``now``."""
+        return self.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+
+    def claim(self, token: str, until: datetime) -> int:
+        """Claim these refunds for ``token`` until ``until``; returns how many were claimed.
+
+        Narrow the queryset with :meth:`claimable` first: the ``UPDATE`` re-evaluates the whole
+        condition, so on PostgreSQL a second run waits for the first and then skips its rows.
+        """
+        return self.update(claimed_until=until, claim_token=token)
+
+    def held_by(self, token: str) -> RefundQuerySet:
+        """The refunds ``token`` holds."""
+        return self.filter(claim_token=token)
+
+    def release(self, token: str) -> int:
+        """Give back what ``token`` holds of these refunds; returns how many."""
+        return self.held_by(token).update(claimed_until=None, claim_token="")
+
+    def delete_with_history(self) -> int:
+        """Delete these refunds *and* their audit rows, deliberately; returns how many refunds.
+
+        A plain ``delete()`` of a refund with audit rows is refused by the database
+        (``PROTECT``): the audit trail is evidence and goes only when asked for by name.
+        """
+        with transaction.atomic(using=self.db):
+            ids = list(self.values_list("pk", flat=True))
+            RefundQuery.objects.using(self.db).filter(refund_id__in=ids).delete()
+            return (
+                Refund.objects.using(self.db)
+                .filter(pk__in=ids)
+                .delete()[1]
+                .get(Refund._meta.label, 0)
+            )
 
     def open(self) -> RefundQuerySet:
         """Refunds not yet in a final state."""
@@ -107,18 +216,18 @@ class RefundManager(models.Manager.from_queryset(RefundQuerySet)):  # type: igno
         writes nothing, for an invalid transNo, amount or time or an unknown merchant (and
         :class:`~hsq_refunds.gateway.ConfigurationError` when ``HSQ_REFUNDS`` itself is invalid).
         """
-        trans_no = _validate_trans_no(trans_no)
+        trans_no = validate_trans_no(trans_no)
         merchant_no = _resolve_merchant(merchant_no)
         if amount is not None and (
             not isinstance(amount, int) or isinstance(amount, bool) or amount < 0
         ):
             raise ValueError(gettext("amount must be a whole number of fen >= 0."))
         if orig_trans_no is not None and (
-            not isinstance(orig_trans_no, str) or len(orig_trans_no) > TRANS_NO_MAX_LENGTH
+            not isinstance(orig_trans_no, str) or len(orig_trans_no) > TRANS_NO_LENGTH
         ):
             raise ValueError(
                 gettext("origTransNo must be text of at most %(max)d characters.")
-                % {"max": TRANS_NO_MAX_LENGTH}
+                % {"max": TRANS_NO_LENGTH}
             )
         if applied_at is None:
             applied_at = timezone.now()
@@ -144,16 +253,22 @@ class Refund(models.Model):
     Status = Status
     AttentionReason = AttentionReason
 
-    merchant_no = models.CharField(_("merchant number"), max_length=16)
+    merchant_no = models.CharField(_("merchant number"), max_length=MERCHANT_NO_LENGTH)
+    # db_index on the three numbers people search by: on PostgreSQL Django adds a
+    # varchar_pattern_ops index beside each, which serves the admin's prefix search.
     trans_no = models.CharField(
         _("refund order number"),
-        max_length=TRANS_NO_MAX_LENGTH,
+        max_length=TRANS_NO_LENGTH,
+        db_index=True,
+        validators=[trans_no_validator],
         help_text=_("The transNo the refund was applied for with."),
     )
     orig_trans_no = models.CharField(
-        _("original order number"), max_length=TRANS_NO_MAX_LENGTH, blank=True
+        _("original order number"), max_length=TRANS_NO_LENGTH, blank=True, db_index=True
     )
-    trade_no = models.CharField(_("HSQ trade number"), max_length=64, blank=True)
+    trade_no = models.CharField(
+        _("HSQ trade number"), max_length=TRADE_NO_LENGTH, blank=True, db_index=True
+    )
     amount = models.BigIntegerField(
         _("amount (fen)"),
         null=True,
@@ -167,16 +282,28 @@ class Refund(models.Model):
         help_text=_("Set only when HSQ reports an amount other than the expected one."),
     )
     status = models.CharField(
-        _("status"), max_length=16, choices=Status.choices, default=Status.UNKNOWN
+        _("status"), max_length=STATUS_LENGTH, choices=Status.choices, default=Status.UNKNOWN
     )
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
-    resp_code = models.CharField(_("response code"), max_length=16, blank=True)
-    resp_msg = models.CharField(_("response message"), max_length=255, blank=True)
+    resp_code = models.CharField(_("response code"), max_length=CODE_LENGTH, blank=True)
+    resp_msg = models.CharField(_("response message"), max_length=RESP_MSG_LENGTH, blank=True)
     extend = models.TextField(_("passthrough field"), blank=True)
     last_result = models.TextField(
         _("last verified result"),
         blank=True,
         help_text=_("The last verified answer from HSQ, exactly as signed."),
+    )
+    final_result = models.TextField(
+        _("final verified result"),
+        blank=True,
+        editable=False,
+        help_text=_("The verified answer that made the refund final, exactly as received."),
+    )
+    final_sign = models.TextField(
+        _("final result signature"),
+        blank=True,
+        editable=False,
+        help_text=_("HSQ's signature of the final result: the proof that HSQ said so."),
     )
 
     applied_at = models.DateTimeField(_("applied at"), default=timezone.now)
@@ -193,18 +320,33 @@ class Refund(models.Model):
     error_count = models.PositiveIntegerField(
         _("consecutive errors"), default=0, help_text=_("Failed queries in a row.")
     )
-    last_error_type = models.CharField(_("last error type"), max_length=32, blank=True)
-    last_error_code = models.CharField(_("last error code"), max_length=64, blank=True)
+    last_error_type = models.CharField(
+        _("last error type"), max_length=ERROR_TYPE_LENGTH, blank=True
+    )
+    last_error_code = models.CharField(
+        _("last error code"), max_length=ERROR_CODE_LENGTH, blank=True
+    )
     last_error_message = models.TextField(_("last error message"), blank=True)
 
     needs_attention = models.BooleanField(_("needs attention"), default=False)
     attention_reason = models.CharField(
-        _("attention reason"), max_length=32, choices=AttentionReason.choices, blank=True
+        _("attention reason"),
+        max_length=REASON_LENGTH,
+        choices=AttentionReason.choices,
+        blank=True,
     )
     attention_detail = models.TextField(_("attention detail"), blank=True)
 
     claimed_until = models.DateTimeField(_("claimed until"), null=True, blank=True, editable=False)
-    claim_token = models.CharField(_("claim token"), max_length=32, blank=True, editable=False)
+    claim_token = models.CharField(
+        _("claim token"), max_length=TOKEN_LENGTH, blank=True, editable=False
+    )
+    version = models.PositiveIntegerField(
+        _("version"),
+        default=0,
+        editable=False,
+        help_text=_("Raised by every write of an answer: writes are conditional on it."),
+    )
 
     objects = RefundManager()
 
@@ -241,7 +383,6 @@ class Refund(models.Model):
                 fields=["id"], condition=Q(needs_attention=True), name="hsq_refund_attention_idx"
             ),
             models.Index(fields=["-applied_at"], name="hsq_refund_applied_idx"),
-            models.Index(fields=["trans_no"], name="hsq_refund_trans_no_idx"),
         ]
 
     def __str__(self) -> str:
@@ -260,6 +401,14 @@ class Refund(models.Model):
     @property
     def reported_amount_yuan(self) -> Decimal | None:
         return fen_to_yuan(self.reported_amount)
+
+
+class Source(models.TextChoices):
+    """How an answer about a refund reached the app."""
+
+    QUERY = "query", _("Query")
+    APPLICATION = "application", _("Application")
+    NOTIFICATION = "notification", _("Notification")
 
 
 class RefundQueryQuerySet(models.QuerySet["RefundQuery"]):
@@ -292,22 +441,27 @@ class RefundQuery(models.Model):
 
     refund = models.ForeignKey(
         Refund,
-        on_delete=models.CASCADE,
+        # Evidence: a refund with audit rows is deleted only through delete_with_history().
+        on_delete=models.PROTECT,
         related_name="queries",
         verbose_name=_("refund"),
         db_index=False,  # covered by the (refund, -queried_at) index
     )
     queried_at = models.DateTimeField(_("queried at"), default=timezone.now)
     duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True, blank=True)
-    outcome = models.CharField(_("outcome"), max_length=32, choices=Outcome.choices)
-    error_type = models.CharField(_("error type"), max_length=32, blank=True)
-    error_code = models.CharField(_("error code"), max_length=64, blank=True)
+    source = models.CharField(
+        _("source"), max_length=STATUS_LENGTH, choices=Source.choices, default=Source.QUERY
+    )
+    outcome = models.CharField(_("outcome"), max_length=REASON_LENGTH, choices=Outcome.choices)
+    error_type = models.CharField(_("error type"), max_length=ERROR_TYPE_LENGTH, blank=True)
+    error_code = models.CharField(_("error code"), max_length=ERROR_CODE_LENGTH, blank=True)
     error_message = models.TextField(_("error message"), blank=True)
-    resp_code = models.CharField(_("response code"), max_length=16, blank=True)
+    resp_code = models.CharField(_("response code"), max_length=CODE_LENGTH, blank=True)
     status_seen = models.CharField(
-        _("status reported"), max_length=16, choices=Status.choices, blank=True
+        _("status reported"), max_length=STATUS_LENGTH, choices=Status.choices, blank=True
     )
     result = models.TextField(_("verified result"), blank=True)
+    sign = models.TextField(_("signature"), blank=True, help_text=_("HSQ's signature of it."))
 
     objects = RefundQueryQuerySet.as_manager()
 
@@ -322,3 +476,78 @@ class RefundQuery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.refund_id} {self.outcome} {self.queried_at:%Y-%m-%d %H:%M:%S}"
+
+
+# --------------------------------------------------------------------------- the conditional write
+
+
+@dataclass
+class AnsweredRefund:
+    """One refund, as it was read, with the decision the rules took on an answer about it."""
+
+    refund: Refund
+    decision: Decision
+    source: str = Source.QUERY
+    at: datetime | None = None
+    duration_ms: int | None = None
+
+
+def storable_changes(model: type[models.Model], changes: dict[str, Any]) -> dict[str, Any]:
+    """Field values as the database can hold them: text made :func:`storable` and cut to its
+    column (so no answer from the gateway can make a write fail)."""
+    fields = {field.name: field for field in model._meta.concrete_fields}
+    out: dict[str, Any] = {}
+    for name, value in changes.items():
+        if isinstance(value, str):
+            value = storable(value, getattr(fields.get(name), "max_length", None))
+        out[name] = value
+    return out
+
+
+def write_answers(answers: Iterable[AnsweredRefund], *, claim_token: str | None = None) -> set[int]:
+    """Write decisions to their refunds, each only onto the state it was decided from.
+
+    Every answer comes through here, whether a query's, an application's or a notification's.
+    One ``UPDATE`` per refund, conditional on its ``version`` (raised by every write, so a
+    decision taken on a state that changed since is written nowhere) and, with
+    ``claim_token``, on the claim still being the caller's (and releasing it); then one
+    ``INSERT`` of the audit rows of the refunds written. One transaction: a refund's new state
+    and its audit row are committed together or not at all, and the signals are sent after
+    commit. Returns the ids written.
+    """
+    written: set[int] = set()
+    audit: list[RefundQuery] = []
+    answers = list(answers)
+    with transaction.atomic():
+        for item in answers:
+            refund, decision = item.refund, item.decision
+            changes = storable_changes(Refund, decision.changes)
+            changes["version"] = refund.version + 1
+            guard = Q(pk=refund.pk, version=refund.version)
+            if claim_token is not None:
+                guard &= Q(claim_token=claim_token)
+                changes.update(claimed_until=None, claim_token="")
+            if not Refund.objects.filter(guard).update(**changes):
+                continue
+            written.add(refund.pk)
+            for name, value in changes.items():
+                setattr(refund, name, value)
+            audit.append(audit_row(item))
+            send_refund_signals(refund, decision)
+        if audit:
+            RefundQuery.objects.bulk_create(audit)
+    return written
+
+
+def audit_row(item: AnsweredRefund, outcome: str | None = None) -> RefundQuery:
+    """The audit row of one answer (``outcome`` overrides the decision's)."""
+    log = storable_changes(RefundQuery, item.decision.log)
+    if outcome is not None:
+        log["outcome"] = outcome
+    return RefundQuery(
+        refund_id=item.refund.pk,
+        queried_at=item.at or timezone.now(),
+        duration_ms=item.duration_ms,
+        source=item.source,
+        **log,
+    )

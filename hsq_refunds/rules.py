@@ -9,8 +9,13 @@ touches the database, so each rule can be tested on its own.
 The rules:
 
 - Only a verified result changes a refund; an error never changes its status.
+- Statuses only move forward: ``UNKNOWN`` < ``INIT`` < ``PROCESSING`` < ``SUCCESS``/``FAIL``. An
+  answer older than the recorded status (``INIT`` after ``PROCESSING``) is recorded and not
+  applied (:attr:`Outcome.OUT_OF_ORDER`).
 - ``SUCCESS`` and ``FAIL`` are final. A later answer that says otherwise is recorded and flagged
-  (:attr:`AttentionReason.CONTRADICTION`), never applied.
+  (:attr:`AttentionReason.CONTRADICTION`), never applied. The verified answer that made a refund
+  final is kept on it as received (``final_result``, ``final_sign``), written once; later answers
+  about a final refund add audit rows and flags, and change none of its recorded result.
 - An amount that differs from the expected one is stored as ``reported_amount`` and flagged,
   never written over ``amount``. A refund tracked without an amount takes HSQ's.
 - ``200004``/``200009`` (not found) are normal within ``NOT_FOUND_GRACE`` of applying; later the
@@ -21,7 +26,10 @@ The rules:
   malformed answers and unsigned gateway errors: keep everything, record the error, ask again
   after ``ERROR_BACKOFF``. A signed gateway error backs off two steps further.
 - Configuration errors and requests that cannot be sent are recorded as errors but are not
-  counted as queries to HSQ.
+  counted as queries to HSQ. They back off like any failure; after ``ATTENTION_AFTER_ERRORS`` in
+  a row, as do unexpected errors, the refund is flagged for a person
+  (:attr:`AttentionReason.NOT_CONFIGURED`, :attr:`AttentionReason.REPEATED_ERRORS`): nothing a
+  later query does can fix them.
 - The next query follows ``QUERY_INTERVALS`` by the refund's age; an unfinished refund older
   than ``MAX_AGE`` is no longer asked about and is flagged (unless already flagged).
 """
@@ -36,6 +44,14 @@ from django.db import models
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from .columns import (
+    CODE_LENGTH,
+    ERROR_CODE_LENGTH,
+    ERROR_MESSAGE_LENGTH,
+    RESP_MSG_LENGTH,
+    TRADE_NO_LENGTH,
+    TRANS_NO_LENGTH,
+)
 from .conf import HsqRefundsSettings
 from .gateway import (
     ConfigurationError,
@@ -52,6 +68,7 @@ from .gateway import (
 __all__ = [
     "ERROR_OUTCOMES",
     "FINAL_STATUSES",
+    "STATUS_RANK",
     "AttentionReason",
     "Decision",
     "ErrorInfo",
@@ -60,17 +77,11 @@ __all__ = [
     "Status",
     "classify",
     "decide",
+    "decide_failure",
     "error_backoff",
     "next_query_time",
     "scheduled_interval",
 ]
-
-#: Longest texts kept from the gateway, so a misbehaving answer cannot bloat the table.
-RESP_MSG_LENGTH = 255
-ERROR_MESSAGE_LENGTH = 2000
-CODE_LENGTH = 16
-ERROR_CODE_LENGTH = 64
-NUMBER_LENGTH = 64
 
 
 class Status(models.TextChoices):
@@ -84,6 +95,14 @@ class Status(models.TextChoices):
 
 
 FINAL_STATUSES = frozenset({Status.SUCCESS.value, Status.FAIL.value})
+#: How far along a status is; an answer may only move a refund to a higher rank.
+STATUS_RANK: dict[str, int] = {
+    Status.UNKNOWN.value: 0,
+    Status.INIT.value: 1,
+    Status.PROCESSING.value: 2,
+    Status.SUCCESS.value: 3,
+    Status.FAIL.value: 3,
+}
 
 
 class AttentionReason(models.TextChoices):
@@ -94,12 +113,16 @@ class AttentionReason(models.TextChoices):
     AMOUNT_MISMATCH = "amount_mismatch", _("Amount differs from the expected amount")
     CONTRADICTION = "contradiction", _("Answer contradicts a final status")
     GAVE_UP = "gave_up", _("Unfinished after the maximum age")
+    NOT_CONFIGURED = "not_configured", _("Merchant not configured")
+    REPEATED_ERRORS = "repeated_errors", _("Its answers cannot be recorded")
 
 
 class Outcome(models.TextChoices):
     """How one query to HSQ ended."""
 
     OK = "ok", _("Status received")
+    OUT_OF_ORDER = "out_of_order", _("Status older than the recorded one")
+    SUPERSEDED = "superseded", _("Overtaken by a newer answer")
     NOT_FOUND = "not_found", _("Order not found")
     EXPIRED = "expired", _("Wrong order number or past the query window")
     QUERY_FAILED = "query_failed", _("Query failed at HSQ")
@@ -114,7 +137,13 @@ class Outcome(models.TextChoices):
 
 
 #: Outcomes in which the query failed: the refund's state is unknown and nothing is applied.
-ERROR_OUTCOMES = frozenset(Outcome.values) - {Outcome.OK, Outcome.NOT_FOUND, Outcome.EXPIRED}
+ERROR_OUTCOMES = frozenset(Outcome.values) - {
+    Outcome.OK,
+    Outcome.OUT_OF_ORDER,
+    Outcome.SUPERSEDED,
+    Outcome.NOT_FOUND,
+    Outcome.EXPIRED,
+}
 
 _ERROR_OUTCOME_BY_CLASS: tuple[tuple[type[BaseException], Outcome], ...] = (
     (ConfigurationError, Outcome.CONFIG_ERROR),
@@ -126,8 +155,15 @@ _ERROR_OUTCOME_BY_CLASS: tuple[tuple[type[BaseException], Outcome], ...] = (
 )
 #: Errors raised before anything reached HSQ: not counted as queries.
 _NOT_SENT = frozenset({Outcome.CONFIG_ERROR, Outcome.INVALID_REQUEST})
+#: Errors no later query can fix: after ``ATTENTION_AFTER_ERRORS`` in a row, a person is asked.
+_STUCK = {
+    Outcome.CONFIG_ERROR: AttentionReason.NOT_CONFIGURED,
+    Outcome.INTERNAL_ERROR: AttentionReason.REPEATED_ERRORS,
+}
 #: How many steps further along ERROR_BACKOFF a signed gateway error starts.
 _SIGNED_ERROR_EXTRA_STEPS = 2
+#: The error type of a failure that is no :class:`~hsq_refunds.gateway.HsqError`.
+INTERNAL = "internal"
 
 
 class RefundState(Protocol):
@@ -159,7 +195,8 @@ class Decision:
 
     ``changes`` maps refund field names to their new values (only fields that are written);
     ``log`` holds the fields of the :class:`~hsq_refunds.models.RefundQuery` audit row;
-    ``attention`` is the reason newly raised by this answer, if any (to be signalled).
+    ``attention`` is the reason newly raised by this answer, if any (to be signalled);
+    ``amount_mismatch`` says HSQ reported another amount than the one expected.
     """
 
     outcome: str
@@ -170,6 +207,7 @@ class Decision:
     attention: str | None = None
     error: ErrorInfo | None = None
     queried: bool = True
+    amount_mismatch: bool = False
 
     @property
     def status_changed(self) -> bool:
@@ -255,6 +293,15 @@ def decide(
     return _decide_error(refund, answer, _error_outcome(answer), now, policy)
 
 
+def decide_failure(
+    refund: RefundState, exc: BaseException, *, now: datetime, policy: HsqRefundsSettings
+) -> Decision:
+    """The decision for an answer that could not be handled (an exception in the rules, or a
+    database that refused what they decided): recorded like any failed query, and nothing of
+    the answer kept. Built from plain fields, so that it can always be written."""
+    return _decide_error(refund, exc, Outcome.INTERNAL_ERROR, now, policy)
+
+
 class _Builder:
     """Collects the changes of one decision."""
 
@@ -307,21 +354,29 @@ def _decide_answer(
     policy: HsqRefundsSettings,
 ) -> Decision:
     build = _Builder(refund, now, queried=True)
-    build.clear_errors()
-    build.changes.update(
-        resp_code=result.resp_code[:CODE_LENGTH],
-        resp_msg=result.resp_msg[:RESP_MSG_LENGTH],
-        last_result=result.raw_result,
-    )
     old = refund.status
     new = old
-    if outcome == Outcome.OK:
-        new = _apply_status(build, result, policy)
-    elif outcome == Outcome.NOT_FOUND:
-        _not_found(build, now, policy)
-    else:  # Outcome.EXPIRED
+    mismatch = False
+    if old in FINAL_STATUSES:
+        # Its result is kept as it was when it became final; this answer is audit only.
         build.changes["next_query_at"] = None
-        if old not in FINAL_STATUSES:
+        _contradict_final(build, result, outcome)
+    else:
+        build.clear_errors()
+        build.changes.update(
+            resp_code=result.resp_code[:CODE_LENGTH],
+            resp_msg=result.resp_msg[:RESP_MSG_LENGTH],
+            last_result=result.raw_result,
+        )
+        if outcome == Outcome.OK and _goes_backwards(old, result):
+            outcome = Outcome.OUT_OF_ORDER
+            build.schedule(policy)
+        elif outcome == Outcome.OK:
+            new, mismatch = _apply_status(build, result, policy)
+        elif outcome == Outcome.NOT_FOUND:
+            _not_found(build, now, policy)
+        else:  # Outcome.EXPIRED
+            build.changes["next_query_at"] = None
             build.flag(
                 AttentionReason.EXPIRED,
                 gettext(
@@ -337,70 +392,82 @@ def _decide_answer(
         changes=build.changes,
         log=_log(outcome, result=result),
         attention=build.attention,
+        amount_mismatch=mismatch,
     )
 
 
-def _apply_status(build: _Builder, result: RefundQueryResult, policy: HsqRefundsSettings) -> str:
-    """A verified ``orderStatus``: applied unless it contradicts a final state."""
+def _goes_backwards(old: str, result: RefundQueryResult) -> bool:
+    return STATUS_RANK[result.status.value] < STATUS_RANK[old]  # type: ignore[union-attr]
+
+
+def _contradict_final(build: _Builder, result: RefundQueryResult, outcome: Outcome) -> None:
+    """A later answer about a final refund: flagged when it says otherwise, nothing applied."""
+    old = build.refund.status
+    if outcome == Outcome.OK and result.status is not None and result.status.value != old:
+        build.flag(
+            AttentionReason.CONTRADICTION,
+            gettext(
+                "HSQ now reports %(new)s for this refund, recorded as %(old)s; the recorded "
+                "status was kept."
+            )
+            % {"new": result.status.value, "old": old},
+        )
+    elif outcome == Outcome.NOT_FOUND:
+        build.flag(
+            AttentionReason.CONTRADICTION,
+            gettext("HSQ no longer finds this refund, recorded as %(old)s; the status was kept.")
+            % {"old": old},
+        )
+
+
+def _apply_status(
+    build: _Builder, result: RefundQueryResult, policy: HsqRefundsSettings
+) -> tuple[str, bool]:
+    """A verified ``orderStatus`` of an unfinished refund; returns it and whether HSQ reported
+    another amount than the one expected."""
     refund, changes = build.refund, build.changes
     old, new = refund.status, result.status.value  # type: ignore[union-attr]
-    if old in FINAL_STATUSES:
-        changes["next_query_at"] = None
-        if new != old:
-            build.flag(
-                AttentionReason.CONTRADICTION,
-                gettext(
-                    "HSQ now reports %(new)s for this refund, recorded as %(old)s; the recorded "
-                    "status was kept."
-                )
-                % {"new": new, "old": old},
-            )
-        return old
     if new != old:
         changes["status"] = new
     if refund.needs_attention and refund.attention_reason == AttentionReason.NOT_FOUND:
         changes.update(needs_attention=False, attention_reason="", attention_detail="")
     if result.trade_no:
-        changes["trade_no"] = result.trade_no[:NUMBER_LENGTH]
+        changes["trade_no"] = result.trade_no[:TRADE_NO_LENGTH]
     if result.orig_trans_no and not refund.orig_trans_no:
-        changes["orig_trans_no"] = result.orig_trans_no[:NUMBER_LENGTH]
+        changes["orig_trans_no"] = result.orig_trans_no[:TRANS_NO_LENGTH]
     changes["extend"] = result.extend
-    _check_amount(build, result.amount)
+    mismatch = _check_amount(build, result.amount)
     if new in FINAL_STATUSES:
         changes["finished_at"] = result.finished_at or refund.finished_at
         changes["next_query_at"] = None
+        changes["final_result"] = result.raw_result
+        changes["final_sign"] = getattr(result, "sign", "")
     else:
         build.schedule(policy)
-    return new
+    return new, mismatch
 
 
-def _check_amount(build: _Builder, reported: int | None) -> None:
+def _check_amount(build: _Builder, reported: int | None) -> bool:
     expected = build.refund.amount
     if reported is None:
-        return
+        return False
     if expected is None:
         build.changes.update(amount=reported, reported_amount=None)
-    elif reported == expected:
+        return False
+    if reported == expected:
         build.changes["reported_amount"] = None
-    else:
-        build.changes["reported_amount"] = reported
-        build.flag(
-            AttentionReason.AMOUNT_MISMATCH,
-            gettext("HSQ reports %(reported)s fen; %(expected)s fen were expected.")
-            % {"reported": reported, "expected": expected},
-        )
+        return False
+    build.changes["reported_amount"] = reported
+    build.flag(
+        AttentionReason.AMOUNT_MISMATCH,
+        gettext("HSQ reports %(reported)s fen; %(expected)s fen were expected.")
+        % {"reported": reported, "expected": expected},
+    )
+    return True
 
 
 def _not_found(build: _Builder, now: datetime, policy: HsqRefundsSettings) -> None:
     refund = build.refund
-    if refund.status in FINAL_STATUSES:
-        build.changes["next_query_at"] = None
-        build.flag(
-            AttentionReason.CONTRADICTION,
-            gettext("HSQ no longer finds this refund, recorded as %(old)s; the status was kept.")
-            % {"old": refund.status},
-        )
-        return
     grace = timedelta(seconds=policy.NOT_FOUND_GRACE)
     if now - refund.applied_at > grace:
         build.flag(
@@ -424,22 +491,30 @@ def _decide_error(
     queried = outcome not in _NOT_SENT
     build = _Builder(refund, now, queried=queried)
     error = _error_info(answer, outcome)
-    error_count = refund.error_count + 1
-    build.changes.update(
-        error_count=error_count,
-        last_error_type=error.type,
-        last_error_code=error.code,
-        last_error_message=error.message,
-    )
-    if isinstance(answer, RefundQueryResult):
+    final = refund.status in FINAL_STATUSES
+    if not final:
+        error_count = refund.error_count + 1
         build.changes.update(
-            resp_code=answer.resp_code[:CODE_LENGTH],
-            resp_msg=answer.resp_msg[:RESP_MSG_LENGTH],
-            last_result=answer.raw_result,
+            error_count=error_count,
+            last_error_type=error.type,
+            last_error_code=error.code,
+            last_error_message=error.message,
         )
-    if refund.status not in FINAL_STATUSES:
+        if isinstance(answer, RefundQueryResult):
+            build.changes.update(
+                resp_code=answer.resp_code[:CODE_LENGTH],
+                resp_msg=answer.resp_msg[:RESP_MSG_LENGTH],
+                last_result=answer.raw_result,
+            )
         signed = isinstance(answer, GatewayError) and answer.signed
         build.schedule(policy, at_least=error_backoff(error_count, policy, signed=signed))
+        reason = _STUCK.get(outcome)
+        if reason is not None and error_count >= _attention_after(policy):
+            build.flag(
+                reason,
+                gettext("%(count)d failures in a row, the last: %(error)s")
+                % {"count": error_count, "error": error.message or error.type},
+            )
     return Decision(
         outcome=outcome.value,
         old_status=refund.status,
@@ -452,6 +527,10 @@ def _decide_error(
         error=error,
         queried=queried,
     )
+
+
+def _attention_after(policy: HsqRefundsSettings) -> int:
+    return int(getattr(policy, "ATTENTION_AFTER_ERRORS", 5))
 
 
 def _error_outcome(exc: BaseException) -> Outcome:
@@ -480,7 +559,7 @@ def _error_info(answer: RefundQueryResult | BaseException, outcome: Outcome) -> 
             answer.kind, answer.code[:ERROR_CODE_LENGTH], answer.message[:ERROR_MESSAGE_LENGTH]
         )
     message = f"{type(answer).__name__}: {answer}"
-    return ErrorInfo("internal", "", message[:ERROR_MESSAGE_LENGTH])
+    return ErrorInfo(INTERNAL, "", message[:ERROR_MESSAGE_LENGTH])
 
 
 def _log(
@@ -495,4 +574,5 @@ def _log(
         "resp_code": result.resp_code[:CODE_LENGTH] if result else "",
         "status_seen": result.status.value if result and result.status else "",
         "result": result.raw_result if result else "",
+        "sign": getattr(result, "sign", "") if result else "",
     }

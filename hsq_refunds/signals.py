@@ -8,6 +8,10 @@ sync run inside a caller's transaction signals only when that transaction commit
     A verified answer moved the refund to another status.
 ``refund_succeeded(refund)`` / ``refund_failed(refund)``
     The refund reached ``SUCCESS`` / ``FAIL`` (sent after ``refund_status_changed``).
+    ``refund_succeeded`` is sent only when HSQ paid the amount expected (or none was expected):
+    a ``SUCCESS`` for another amount sends ``refund_needs_attention`` with
+    ``reason="amount_mismatch"`` instead, so a receiver that marks the order refunded never does
+    so for money HSQ did not pay.
 ``refund_needs_attention(refund, reason)``
     The refund was flagged for a person; ``reason`` is an
     :class:`~hsq_refunds.rules.AttentionReason` value. Sent once per reason.
@@ -28,6 +32,7 @@ from .rules import Status
 
 if TYPE_CHECKING:
     from .models import Refund
+    from .rules import Decision
 
 __all__ = [
     "refund_failed",
@@ -45,15 +50,9 @@ refund_failed = Signal()
 refund_needs_attention = Signal()
 
 
-def send_refund_signals(
-    refund: Refund,
-    *,
-    old_status: str,
-    new_status: str,
-    attention: str | None,
-    using: str | None = None,
-) -> None:
+def send_refund_signals(refund: Refund, decision: Decision, *, using: str | None = None) -> None:
     """Queue the signals one decision calls for, to be sent when the transaction commits."""
+    old_status, new_status, attention = decision.old_status, decision.new_status, decision.attention
     if old_status == new_status and attention is None:
         return
 
@@ -63,7 +62,7 @@ def send_refund_signals(
             _send(
                 refund_status_changed, sender, refund, old_status=old_status, new_status=new_status
             )
-            if new_status == Status.SUCCESS:
+            if new_status == Status.SUCCESS and not decision.amount_mismatch:
                 _send(refund_succeeded, sender, refund)
             elif new_status == Status.FAIL:
                 _send(refund_failed, sender, refund)

@@ -1,7 +1,9 @@
 """The sync engine: which refunds to ask about, claiming them, asking HSQ, writing the answers.
 
 Every entry point (the admin, ``manage.py sync_refunds``, the django-q2 tasks) calls
-:func:`sync_refunds`; the rules it applies are in :mod:`hsq_refunds.rules`.
+:func:`sync_refunds`; the rules it applies are in :mod:`hsq_refunds.rules`, the claims and the
+conditional write in :mod:`hsq_refunds.models`, the report and its wording in
+:mod:`hsq_refunds.report`.
 
 How a run works
 ---------------
@@ -9,23 +11,25 @@ How a run works
    ``(next_query_at, id)`` for due refunds, on ``id`` otherwise), so memory stays flat at any
    table size. Due means ``next_query_at`` at or before the moment the run started.
 2. **Claim.** Just before they are queried, a few refunds at a time (twice ``concurrency``)
-   are claimed with one conditional ``UPDATE`` that sets ``claimed_until`` (now +
-   ``CLAIM_LEASE``) and a token unique to the run. Its ``WHERE`` re-checks that the refund is
-   unclaimed (or its lease ran out), still due (for scheduled runs) and not queried since this
-   run started, so two runs at once never both claim one refund: on PostgreSQL the second
-   ``UPDATE`` waits for the first and then re-evaluates the condition. Claims are taken only
-   as workers free up, so a claim is held for about two query times, well inside the lease.
-   A run killed half-way leaves nothing locked longer than ``CLAIM_LEASE``.
+   are claimed with one conditional ``UPDATE`` (:meth:`~hsq_refunds.models.RefundQuerySet.claim`)
+   that sets ``claimed_until`` (now + ``CLAIM_LEASE``) and a token unique to the run. Its
+   ``WHERE`` re-checks that the refund is unclaimed (or its lease ran out), still due (for
+   scheduled runs) and not queried since this run started, so two runs at once never both claim
+   one refund: on PostgreSQL the second ``UPDATE`` waits for the first and then re-evaluates the
+   condition. Claims are committed at once: the engine refuses to run inside a transaction of the
+   caller's, where they would stay uncommitted (and lock their rows) while the queries wait on
+   the network. A run killed half-way leaves nothing locked longer than ``CLAIM_LEASE``.
 3. **Query.** A thread pool of ``concurrency`` workers sends the queries (the work waits on the
    network). Workers never touch the database.
 4. **Write.** The main thread applies the rules to the answers as they arrive and writes them
-   in one transaction per batch of answers: one ``UPDATE`` per refund (which also releases its
-   claim, and is guarded by the run's token so that a run that lost its lease writes nothing)
-   and one ``INSERT`` of their audit rows. A refund's new state and its audit row are
-   committed together or not at all. Signals are sent after commit.
+   with :func:`~hsq_refunds.models.write_answers`, in one transaction per batch of answers:
+   one ``UPDATE`` per refund, conditional on the run's claim and on the state the answer was
+   decided from, and one ``INSERT`` of their audit rows. Signals are sent after commit.
 
-A failure on one refund (including an unexpected exception) is recorded for that refund and
-the run goes on.
+A failure on one refund, whatever it is (an exception in the rules, a database that refuses what
+they decided, a merchant that is no longer configured) is recorded for that refund like a failed
+query: the error, the consecutive-error count, the ``ERROR_BACKOFF`` wait, an audit row. The run
+goes on, and the refund makes way for the others in the queue.
 
 ``dry_run=True`` queries HSQ and reports what would change, but writes nothing at all: no
 claims, no results, no audit rows, no signals. A dry run can therefore overlap a real run.
@@ -36,252 +40,40 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.db import DatabaseError, models, transaction
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.translation import gettext, ngettext, pgettext
+from django.utils.translation import gettext
 
 from .conf import HsqRefundsSettings, get_client, get_settings, merchant_numbers, setting_path
 from .gateway import ConfigurationError, HsqClient, RefundQueryResult
-from .models import Refund, RefundQuery
-from .rules import (
-    ERROR_MESSAGE_LENGTH,
-    ERROR_OUTCOMES,
-    FINAL_STATUSES,
-    Decision,
-    Outcome,
-    Status,
-    decide,
-)
-from .signals import send_refund_signals
+from .models import AnsweredRefund, Refund, RefundQuery, audit_row, write_answers
+from .report import UNKNOWN_REFUND, RefundFailure, SyncReport
+from .rules import ERROR_OUTCOMES, Decision, Outcome, decide, decide_failure
+from .text import printable
 
-__all__ = ["ProgressCallback", "RefundFailure", "SyncReport", "sync_refund", "sync_refunds"]
+__all__ = [
+    "ProgressCallback",
+    "RefundFailure",
+    "SyncReport",
+    "due_id_pages",
+    "sync_claimed",
+    "sync_refund",
+    "sync_refunds",
+]
 
 logger = logging.getLogger("hsq_refunds.sync")
 
 #: ``progress(done, total)``: called after each refund; ``total`` is ``None`` when unknown.
 ProgressCallback = Callable[[int, "int | None"], None]
 
-#: ``RefundFailure.error_type`` of a transNo given explicitly that is not tracked.
-UNKNOWN_REFUND = "unknown"
-#: ``RefundFailure.error_type`` of a configuration error.
-CONFIGURATION = ConfigurationError.kind
-
-_OPEN_STATUSES = [s for s in Status.values if s not in FINAL_STATUSES]
-_STATUS_ORDER = (Status.SUCCESS, Status.FAIL, Status.PROCESSING, Status.INIT, Status.UNKNOWN)
-
-
-# --------------------------------------------------------------------------- the report
-
-
-@dataclass(frozen=True)
-class RefundFailure:
-    """A refund whose query failed: what kind of error, the gateway's code, the message."""
-
-    trans_no: str
-    merchant_no: str
-    error_type: str
-    code: str
-    message: str
-
-
-@dataclass
-class SyncReport:
-    """What a sync run did. Counters are keyed by plain strings, so the report is JSON-able.
-
-    ``selected``: refunds the selection produced (claimed or skipped); ``queried``: refunds
-    asked about at HSQ (configuration errors are not queries); ``skipped``: refunds another run
-    had claimed (or whose claim this run lost); ``outcomes``: per
-    :class:`~hsq_refunds.rules.Outcome`; ``status_changes``: per ``(old, new)``; ``by_status``:
-    status after the sync of every refund handled; ``flagged``: attention reasons raised;
-    ``errors``: one :class:`RefundFailure` per refund whose query failed, and per explicitly
-    given transNo that is not tracked.
-    """
-
-    selected: int = 0
-    queried: int = 0
-    skipped: int = 0
-    dry_run: bool = False
-    outcomes: Counter[str] = field(default_factory=Counter)
-    status_changes: Counter[tuple[str, str]] = field(default_factory=Counter)
-    by_status: Counter[str] = field(default_factory=Counter)
-    flagged: Counter[str] = field(default_factory=Counter)
-    errors: list[RefundFailure] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """Every refund was queried without error."""
-        return not self.errors
-
-    @property
-    def configuration_errors(self) -> bool:
-        """Some refund could not be queried because of the settings."""
-        return any(error.error_type == CONFIGURATION for error in self.errors)
-
-    def merge(self, other: SyncReport) -> SyncReport:
-        """A new report with both runs' figures added up."""
-        return SyncReport(
-            selected=self.selected + other.selected,
-            queried=self.queried + other.queried,
-            skipped=self.skipped + other.skipped,
-            dry_run=self.dry_run or other.dry_run,
-            outcomes=self.outcomes + other.outcomes,
-            status_changes=self.status_changes + other.status_changes,
-            by_status=self.by_status + other.by_status,
-            flagged=self.flagged + other.flagged,
-            errors=[*self.errors, *other.errors],
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """The report as JSON-able data (``from_dict`` reads it back)."""
-        return {
-            "ok": self.ok,
-            "dry_run": self.dry_run,
-            "selected": self.selected,
-            "queried": self.queried,
-            "skipped": self.skipped,
-            "outcomes": dict(self.outcomes),
-            "status_changes": [
-                {"from": old, "to": new, "count": count}
-                for (old, new), count in sorted(self.status_changes.items())
-            ],
-            "by_status": dict(self.by_status),
-            "flagged": dict(self.flagged),
-            "errors": [asdict(error) for error in self.errors],
-            "summary": str(self.summary()),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SyncReport:
-        """Rebuild a report from :meth:`as_dict` output (for results passed between processes)."""
-        return cls(
-            selected=data["selected"],
-            queried=data["queried"],
-            skipped=data["skipped"],
-            dry_run=data["dry_run"],
-            outcomes=Counter(data["outcomes"]),
-            status_changes=Counter(
-                {(item["from"], item["to"]): item["count"] for item in data["status_changes"]}
-            ),
-            by_status=Counter(data["by_status"]),
-            flagged=Counter(data["flagged"]),
-            errors=[RefundFailure(**error) for error in data["errors"]],
-        )
-
-    def summary(self) -> str:
-        """One sentence for people, in the active language."""
-        handled = sum(self.outcomes.values())
-        if not handled and not self.errors and not self.skipped:
-            text = gettext("No refunds to sync.")
-        else:
-            parts = [
-                ngettext("%(count)d refund queried", "%(count)d refunds queried", self.queried)
-                % {"count": self.queried}
-            ]
-            statuses = _status_phrases(self.by_status)
-            if statuses:
-                parts[0] = _detail(parts[0], _join(statuses))
-            if self.flagged:
-                count = sum(self.flagged.values())
-                parts.append(
-                    ngettext("%(count)d needs attention", "%(count)d need attention", count)
-                    % {"count": count}
-                )
-            if self.errors:
-                failed = ngettext("%(count)d failed", "%(count)d failed", len(self.errors)) % {
-                    "count": len(self.errors)
-                }
-                parts.append(_detail(failed, _join(_error_phrases(self.errors))))
-            if self.skipped:
-                parts.append(
-                    ngettext(
-                        "%(count)d skipped (claimed by another run)",
-                        "%(count)d skipped (claimed by another run)",
-                        self.skipped,
-                    )
-                    % {"count": self.skipped}
-                )
-            # Punctuation is translated too: Chinese uses full-width marks.
-            text = pgettext("summary clause separator", "; ").join(parts)
-            text = pgettext("summary sentence", "%(sentence)s.") % {"sentence": text}
-        return (
-            gettext("Dry run, nothing written: %(summary)s") % {"summary": text}
-            if (self.dry_run)
-            else text
-        )
-
-
-def _detail(head: str, details: str) -> str:
-    return pgettext("summary detail", "%(head)s: %(details)s") % {"head": head, "details": details}
-
-
-def _join(items: list[str]) -> str:
-    return pgettext("summary list separator", ", ").join(items)
-
-
-def _status_phrases(by_status: Counter[str]) -> list[str]:
-    templates = {
-        Status.SUCCESS: lambda n: ngettext("%(count)d succeeded", "%(count)d succeeded", n),
-        Status.FAIL: lambda n: ngettext("%(count)d refund failed", "%(count)d refunds failed", n),
-        Status.PROCESSING: lambda n: ngettext(
-            "%(count)d still processing", "%(count)d still processing", n
-        ),
-        Status.INIT: lambda n: ngettext("%(count)d accepted", "%(count)d accepted", n),
-        Status.UNKNOWN: lambda n: ngettext(
-            "%(count)d status unknown", "%(count)d status unknown", n
-        ),
-    }
-    return [
-        templates[status](by_status[status]) % {"count": by_status[status]}
-        for status in _STATUS_ORDER
-        if by_status.get(status)
-    ]
-
-
-def error_label(error_type: str) -> str:
-    """A short, translated name for an error type (``RefundFailure.error_type``)."""
-    labels = {
-        "transport": gettext("network error"),
-        "signature": gettext("signature invalid"),
-        "gateway": gettext("gateway error"),
-        "response": gettext("malformed answer"),
-        CONFIGURATION: gettext("configuration error"),
-        "invalid_request": gettext("invalid transNo"),
-        "query_failed": gettext("query failed at HSQ"),
-        "no_status": gettext("answer without status"),
-        "internal": gettext("unexpected error"),
-        UNKNOWN_REFUND: gettext("not tracked"),
-    }
-    return labels.get(error_type, error_type)
-
-
-def _error_phrases(errors: list[RefundFailure]) -> list[str]:
-    counts = Counter(error.error_type for error in errors)
-    if len(errors) == 1:
-        return [error_label(errors[0].error_type)]
-    return [f"{count} {error_label(kind)}" for kind, count in counts.most_common()]
-
 
 # --------------------------------------------------------------------------- selection
-
-
-def _pages_by_id(queryset: models.QuerySet[Refund], size: int) -> Iterator[list[int]]:
-    """Ids of ``queryset`` in pages, keyset-paginated on ``id``."""
-    last = 0
-    while True:
-        page = list(queryset.filter(id__gt=last).order_by("id").values_list("id", flat=True)[:size])
-        if page:
-            yield page
-        if len(page) < size:
-            return
-        last = page[-1]
 
 
 def due_id_pages(queryset: models.QuerySet[Refund], size: int) -> Iterator[list[int]]:
@@ -352,7 +144,7 @@ def _select(
         raise ValueError("give refunds or trans_nos, not both")
     if isinstance(refunds, models.QuerySet) and not refunds.query.is_sliced:
         queryset = refunds.filter(filters)
-        return _Selection(_pages_by_id(queryset, size), Q(), queryset.count)
+        return _Selection(queryset.id_pages(size), Q(), queryset.count)
     if refunds is not None:
         ids = _ids_of(refunds)
         return _Selection(_pages_of_ids(ids, filters, size), Q(), lambda: len(ids))
@@ -360,14 +152,14 @@ def _select(
         return _select_trans_nos(list(dict.fromkeys(trans_nos)), filters, merchant_no, size)
 
     if due_only:
-        queryset = Refund.objects.filter(filters, next_query_at__lte=cutoff)
+        queryset = Refund.objects.filter(filters).due(cutoff)
         return _Selection(
             due_id_pages(queryset, size), Q(next_query_at__lte=cutoff), queryset.count
         )
-    if not include_final:
-        filters &= Q(status__in=_OPEN_STATUSES)
     queryset = Refund.objects.filter(filters)
-    return _Selection(_pages_by_id(queryset, size), Q(), queryset.count)
+    if not include_final:
+        queryset = queryset.open()
+    return _Selection(queryset.id_pages(size), Q(), queryset.count)
 
 
 def _select_trans_nos(
@@ -393,34 +185,86 @@ def _select_trans_nos(
 # --------------------------------------------------------------------------- the run
 
 
-def _storable(fields: dict[str, Any]) -> dict[str, Any]:
-    """Text from the gateway as the database can hold it: PostgreSQL refuses NUL in text."""
-    return {
-        name: value.replace("\x00", "\ufffd") if isinstance(value, str) else value
-        for name, value in fields.items()
-    }
-
-
 @dataclass
-class _Answer:
+class _Asked:
+    """One refund asked about: what HSQ answered, or the exception the query raised."""
+
     refund: Refund
-    answer: RefundQueryResult | BaseException
+    reply: RefundQueryResult | BaseException
     started_at: datetime
     duration_ms: int | None
 
 
-def _ask(client: HsqClient, refund: Refund) -> _Answer:
+def _ask(client: HsqClient, refund: Refund) -> _Asked:
     """Runs in a worker thread: one query, and nothing else (no database)."""
     started_at = timezone.now()
     started = time.monotonic()
     try:
-        answer: RefundQueryResult | BaseException = client.query_refund(refund.trans_no)
+        reply: RefundQueryResult | BaseException = client.query_refund(refund.trans_no)
     except Exception as exc:  # every failure is an outcome of this refund
-        answer = exc
-    return _Answer(refund, answer, started_at, round((time.monotonic() - started) * 1000))
+        reply = exc
+    return _Asked(refund, reply, started_at, round((time.monotonic() - started) * 1000))
+
+
+class _Claims:
+    """The refunds one run holds, claimed under its token with :class:`RefundQuerySet` methods.
+
+    ``adopt_token`` takes over refunds a django-q2 cycle claimed ahead for this batch (those
+    still holding that token and due); a dry run claims nothing and only reads.
+    """
+
+    def __init__(
+        self, *, lease: float, started_at: datetime, dry_run: bool, adopt_token: str | None
+    ) -> None:
+        self.token = uuid.uuid4().hex
+        self.lease = timedelta(seconds=lease)
+        self.started_at = started_at
+        self.dry_run = dry_run
+        self.adopt_token = adopt_token
+        self.held: set[int] = set()  # claimed and not yet written or released
+
+    def take(self, ids: list[int], condition: Q) -> list[Refund]:
+        """Claim ``ids`` (those still claimable) and return them fresh, in the order given."""
+        now = timezone.now()
+        candidates = Refund.objects.filter(condition, id__in=ids)
+        if self.adopt_token:
+            candidates = candidates.held_by(self.adopt_token).due(now)
+        else:
+            candidates = candidates.claimable(now)
+        # Not asked about since this run started (by another run that claimed it first).
+        candidates = candidates.filter(
+            Q(last_queried_at__isnull=True) | Q(last_queried_at__lt=self.started_at)
+        )
+        if self.dry_run:
+            rows = list(candidates)
+        else:
+            candidates.claim(self.token, now + self.lease)
+            rows = list(Refund.objects.filter(id__in=ids).held_by(self.token))
+            self.held.update(refund.pk for refund in rows)
+        order = {refund_id: index for index, refund_id in enumerate(ids)}
+        rows.sort(key=lambda refund: order[refund.pk])
+        return rows
+
+    def done(self, ids: Iterable[int]) -> None:
+        """These were written (which released them) or released."""
+        self.held.difference_update(ids)
+
+    def release(self, ids: Iterable[int] | None = None) -> None:
+        """Give back ``ids`` (default: everything still held); a failure is logged, and the
+        lease runs out on its own."""
+        ids = set(self.held if ids is None else ids) & self.held
+        if not ids or self.dry_run:
+            return
+        try:
+            Refund.objects.filter(pk__in=ids).release(self.token)
+        except DatabaseError:
+            logger.exception("could not release %d claims; their lease will run out", len(ids))
+        self.done(ids)
 
 
 class _Run:
+    """One sync: claim, submit, decide, write, until the selection is used up."""
+
     def __init__(
         self,
         policy: HsqRefundsSettings,
@@ -432,66 +276,20 @@ class _Run:
         adopt_token: str | None = None,
     ) -> None:
         self.policy = policy
-        self.adopt_token = adopt_token
         self.concurrency = concurrency
         self.limit = limit
         self.dry_run = dry_run
         self.progress = progress
         self.total: int | None = None
-        self.token = uuid.uuid4().hex
         self.started_at = timezone.now()
+        self.claims = _Claims(
+            lease=policy.CLAIM_LEASE,
+            started_at=self.started_at,
+            dry_run=dry_run,
+            adopt_token=adopt_token,
+        )
         self.report = SyncReport(dry_run=dry_run)
         self.clients: dict[str, HsqClient | ConfigurationError] = {}
-        self.held: set[int] = set()  # refunds claimed and not yet written or released
-
-    # -- selection and claims
-
-    def take(self, pages: Iterator[list[int]], buffer: list[int], want: int) -> list[int]:
-        """Up to ``want`` more candidate ids, reading pages as needed."""
-        while len(buffer) < want:
-            page = next(pages, None)
-            if page is None:
-                break
-            buffer.extend(page)
-        taken, buffer[:] = buffer[:want], buffer[want:]
-        return taken
-
-    def claim(self, ids: list[int], condition: Q) -> list[Refund]:
-        """Claim ``ids`` (those still claimable) and return them fresh from the database."""
-        now = timezone.now()
-        if self.adopt_token:
-            # Refunds a fan-out claimed for this run: those still holding its token and due.
-            free = Q(claim_token=self.adopt_token, next_query_at__lte=now)
-        else:
-            free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
-        fresh = Q(last_queried_at__isnull=True) | Q(last_queried_at__lt=self.started_at)
-        if self.dry_run:
-            rows = list(Refund.objects.filter(free, fresh, condition, id__in=ids))
-        else:
-            Refund.objects.filter(free, fresh, condition, id__in=ids).update(
-                claimed_until=now + timedelta(seconds=self.policy.CLAIM_LEASE),
-                claim_token=self.token,
-            )
-            rows = list(Refund.objects.filter(id__in=ids, claim_token=self.token))
-            self.held.update(refund.pk for refund in rows)
-        order = {refund_id: index for index, refund_id in enumerate(ids)}
-        rows.sort(key=lambda refund: order[refund.pk])
-        skipped = len(ids) - len(rows)
-        self.report.selected += len(ids)
-        self.report.skipped += skipped
-        if skipped:
-            self.tick()
-        return rows
-
-    def release(self) -> None:
-        """Release whatever this run still holds (after an interruption)."""
-        if self.held:
-            Refund.objects.filter(pk__in=self.held, claim_token=self.token).update(
-                claimed_until=None, claim_token=""
-            )
-            self.held.clear()
-
-    # -- querying
 
     def client_for(self, merchant_no: str) -> HsqClient | ConfigurationError:
         if merchant_no not in self.clients:
@@ -517,26 +315,29 @@ class _Run:
             self.total = count if self.limit is None or count is None else min(count, self.limit)
             self.progress(0, self.total)
         buffer: list[int] = []
-        claimed_total = 0
+        claimed = 0
         exhausted = False
-        in_flight: set[Future[_Answer]] = set()
+        in_flight: set[Future[_Asked]] = set()
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="hsq-sync") as pool:
             try:
                 while True:
                     if not exhausted and len(in_flight) < self.concurrency:
                         want = 2 * self.concurrency - len(in_flight)
                         if self.limit is not None:
-                            want = min(want, self.limit - claimed_total)
-                        ids = self.take(selection.pages, buffer, want) if want > 0 else []
+                            want = min(want, self.limit - claimed)
+                        ids = _take(selection.pages, buffer, want) if want > 0 else []
                         if not ids:
                             exhausted = True
                             continue
-                        unconfigured: list[_Answer] = []
-                        for refund in self.claim(ids, selection.claim_condition):
-                            claimed_total += 1
+                        rows = self.claims.take(ids, selection.claim_condition)
+                        self.report.selected += len(ids)
+                        self.skip(len(ids) - len(rows))
+                        claimed += len(rows)
+                        unconfigured = []
+                        for refund in rows:
                             client = self.client_for(refund.merchant_no)
                             if isinstance(client, ConfigurationError):
-                                unconfigured.append(_Answer(refund, client, timezone.now(), None))
+                                unconfigured.append(_Asked(refund, client, timezone.now(), None))
                             else:
                                 in_flight.add(pool.submit(_ask, client, refund))
                         self.handle(unconfigured)
@@ -548,165 +349,167 @@ class _Run:
             finally:
                 for future in in_flight:
                     future.cancel()
-                self.release()
+                self.claims.release()
         return self.report
 
-    # -- answers
-
-    def handle(self, answers: list[_Answer]) -> None:
+    def handle(self, answers: Sequence[_Asked]) -> None:
         """Apply the rules to the answers that came in, and write them together."""
-        decided: list[tuple[_Answer, Decision]] = []
-        for answer in answers:
-            try:
-                decision = decide(
-                    answer.refund, answer.answer, now=timezone.now(), policy=self.policy
-                )
-            except Exception as exc:  # isolate this refund's failure
-                logger.exception("transNo=%s could not be synced", answer.refund.trans_no)
-                self.fail(answer.refund, exc)
-                self.release_one(answer.refund)
-            else:
-                decided.append((answer, decision))
-        # A configuration error says nothing about the refund: reported, nothing written.
-        unconfigured = [item for item in decided if item[1].outcome == Outcome.CONFIG_ERROR]
-        if unconfigured:
-            decided = [item for item in decided if item[1].outcome != Outcome.CONFIG_ERROR]
-            for answer, decision in unconfigured:
-                self.count(answer.refund, decision)
-                self.release_one(answer.refund)
-        if not decided:
+        if not answers:
             return
+        decided = [self.decide(asked) for asked in answers]
         if self.dry_run:
-            for answer, decision in decided:
-                self.count(answer.refund, decision)
+            for item in decided:
+                self.record(item)
             return
         try:
-            written = self.write(decided)
-        except DatabaseError:
+            written = write_answers(decided, claim_token=self.claims.token)
+        except Exception:
             # Find the refund the database refuses, and write the others one by one.
-            written, failed = set(), set()
-            for answer, decision in decided:
-                try:
-                    written |= self.write([(answer, decision)])
-                except DatabaseError as exc:
-                    logger.exception("transNo=%s could not be written", answer.refund.trans_no)
-                    self.fail(answer.refund, exc)
-                    self.release_one(answer.refund)
-                    failed.add(answer.refund.pk)
-            decided = [item for item in decided if item[0].refund.pk not in failed]
-        for answer, decision in decided:
-            if answer.refund.pk in written:
-                self.count(answer.refund, decision)
+            unwritten = [item for item in decided if not self.write_alone(item)]
+        else:
+            self.claims.done(written)
+            for item in decided:
+                if item.refund.pk in written:
+                    self.record(item)
+            unwritten = [item for item in decided if item.refund.pk not in written]
+        self.settle(unwritten)
+
+    def decide(self, asked: _Asked) -> AnsweredRefund:
+        refund, now = asked.refund, timezone.now()
+        try:
+            decision = decide(refund, asked.reply, now=now, policy=self.policy)
+        except Exception as exc:  # a bug in the rules: this refund's failure, not the run's
+            logger.exception("transNo=%s: the rules failed on its answer", refund.trans_no)
+            decision = decide_failure(refund, exc, now=now, policy=self.policy)
+        return AnsweredRefund(refund, decision, at=asked.started_at, duration_ms=asked.duration_ms)
+
+    def write_alone(self, item: AnsweredRefund) -> bool:
+        """Write one answer; if the database refuses it, write the refusal as the refund's
+        failure instead (plain fields, nothing of the answer), so that it backs off. Returns
+        whether the refund was dealt with (written, or reported as failed and released)."""
+        refund = item.refund
+        try:
+            return self.written_alone(item)
+        except Exception as exc:
+            logger.exception("transNo=%s: its answer could not be written", refund.trans_no)
+            item.decision = decide_failure(refund, exc, now=timezone.now(), policy=self.policy)
+        try:
+            return self.written_alone(item)
+        except Exception:
+            logger.exception("transNo=%s: not even its failure could be written", refund.trans_no)
+        self.record(item)
+        self.claims.release([refund.pk])
+        return True
+
+    def written_alone(self, item: AnsweredRefund) -> bool:
+        if not write_answers([item], claim_token=self.claims.token):
+            return False
+        self.claims.done([item.refund.pk])
+        self.record(item)
+        return True
+
+    def settle(self, unwritten: list[AnsweredRefund]) -> None:
+        """Answers written nowhere: the claim was lost to another run, or another answer (a
+        notification, an application's) changed the refund since it was read. Those still held
+        get an audit row (superseded) and their claim back."""
+        if not unwritten:
+            return
+        held = set(
+            Refund.objects.filter(pk__in=[item.refund.pk for item in unwritten])
+            .held_by(self.claims.token)
+            .values_list("pk", flat=True)
+        )
+        superseded = [item for item in unwritten if item.refund.pk in held]
+        for item in unwritten:
+            refund = item.refund
+            if refund.pk in held:
+                logger.info("transNo=%s: its answer was overtaken by a newer one", refund.trans_no)
             else:
                 logger.warning(
                     "transNo=%s merchantNo=%s: claim lost to another run; answer not written",
-                    answer.refund.trans_no,
-                    answer.refund.merchant_no,
+                    refund.trans_no,
+                    refund.merchant_no,
                 )
-                self.report.skipped += 1
-                self.tick()
+            self.skip(1)
+        if superseded:
+            try:
+                RefundQuery.objects.bulk_create(
+                    [audit_row(item, Outcome.SUPERSEDED) for item in superseded]
+                )
+            except DatabaseError:
+                logger.exception("could not write %d audit rows", len(superseded))
+        self.claims.release(held)
 
-    def write(self, decided: list[tuple[_Answer, Decision]]) -> set[int]:
-        """One ``UPDATE`` per refund (guarded by the claim) and one ``INSERT`` of audit rows, in
-        one transaction: a refund's new state and its audit row are written together or not
-        at all. Returns the ids written (those whose claim this run still held)."""
-        written: set[int] = set()
-        audit: list[RefundQuery] = []
-        with transaction.atomic():
-            for answer, decision in decided:
-                refund = answer.refund
-                changes = {
-                    **_storable(decision.changes),
-                    "claimed_until": None,
-                    "claim_token": "",
-                }
-                if not Refund.objects.filter(pk=refund.pk, claim_token=self.token).update(
-                    **changes
-                ):
-                    continue
-                written.add(refund.pk)
-                for name, value in changes.items():
-                    setattr(refund, name, value)
-                audit.append(
-                    RefundQuery(
-                        refund_id=refund.pk,
-                        queried_at=answer.started_at,
-                        duration_ms=answer.duration_ms,
-                        **_storable(decision.log),
-                    )
-                )
-                send_refund_signals(
-                    refund,
-                    old_status=decision.old_status,
-                    new_status=decision.new_status,
-                    attention=decision.attention,
-                )
-            if audit:
-                RefundQuery.objects.bulk_create(audit)
-        self.held.difference_update(answer.refund.pk for answer, _decision in decided)
-        return written
-
-    def release_one(self, refund: Refund) -> None:
-        if self.dry_run:
-            return
-        try:
-            Refund.objects.filter(pk=refund.pk, claim_token=self.token).update(
-                claimed_until=None, claim_token=""
-            )
-            self.held.discard(refund.pk)
-        except DatabaseError:  # the lease expires on its own
-            logger.exception("transNo=%s: could not release its claim", refund.trans_no)
-
-    def count(self, refund: Refund, decision: Decision) -> None:
-        report = self.report
-        report.outcomes[decision.outcome] += 1
-        report.by_status[decision.new_status] += 1
-        if decision.queried:
-            report.queried += 1
-        if decision.status_changed:
-            report.status_changes[(decision.old_status, decision.new_status)] += 1
-        if decision.attention:
-            report.flagged[decision.attention] += 1
-        error = decision.error
-        level = logging.WARNING if decision.outcome in ERROR_OUTCOMES else logging.INFO
-        logger.log(
-            level,
-            "transNo=%s merchantNo=%s outcome=%s status=%s%s%s",
-            refund.trans_no,
-            refund.merchant_no,
-            decision.outcome,
-            decision.new_status,
-            f" (was {decision.old_status})" if decision.status_changed else "",
-            f" error={error.type} code={error.code} message={error.message}" if error else "",
-            extra={"trans_no": refund.trans_no, "outcome": decision.outcome},
-        )
-        if error is not None:
-            report.errors.append(
-                RefundFailure(
-                    refund.trans_no, refund.merchant_no, error.type, error.code, error.message
-                )
-            )
+    def record(self, item: AnsweredRefund) -> None:
+        refund, decision = item.refund, item.decision
+        self.report.record(refund, decision)
+        _log_decision(refund, decision)
         self.tick()
 
-    def fail(self, refund: Refund, exc: BaseException) -> None:
-        """A refund whose answer could not be handled (a bug or a database failure)."""
-        self.report.outcomes[Outcome.INTERNAL_ERROR] += 1
-        self.report.by_status[refund.status] += 1
-        self.report.errors.append(
-            RefundFailure(
-                refund.trans_no,
-                refund.merchant_no,
-                "internal",
-                "",
-                f"{type(exc).__name__}: {exc}"[:ERROR_MESSAGE_LENGTH],
-            )
-        )
-        self.tick()
+    def skip(self, count: int) -> None:
+        if count:
+            self.report.skipped += count
+            self.tick()
 
     def tick(self) -> None:
         if self.progress is not None:
             done = sum(self.report.outcomes.values()) + self.report.skipped
             self.progress(done, self.total)
+
+
+def _take(pages: Iterator[list[int]], buffer: list[int], want: int) -> list[int]:
+    """Up to ``want`` more candidate ids, reading pages as needed."""
+    while len(buffer) < want:
+        page = next(pages, None)
+        if page is None:
+            break
+        buffer.extend(page)
+    taken, buffer[:] = buffer[:want], buffer[want:]
+    return taken
+
+
+def _log_decision(refund: Refund, decision: Decision) -> None:
+    """One line per refund, greppable by transNo; gateway text escaped, so that it cannot
+    forge lines. Errors a person must see (signatures, flags) at ERROR, where trackers such as
+    Sentry pick them up; ordinary failed queries at WARNING."""
+    error = decision.error
+    if decision.outcome == Outcome.SIGNATURE_ERROR or decision.attention:
+        level = logging.ERROR
+    elif decision.outcome in ERROR_OUTCOMES:
+        level = logging.WARNING
+    else:
+        level = logging.INFO
+    logger.log(
+        level,
+        "transNo=%s merchantNo=%s outcome=%s status=%s%s%s%s",
+        printable(refund.trans_no),
+        refund.merchant_no,
+        decision.outcome,
+        decision.new_status,
+        f" (was {decision.old_status})" if decision.status_changed else "",
+        f" attention={decision.attention}" if decision.attention else "",
+        (
+            f" error={error.type} code={printable(error.code)} message={printable(error.message)}"
+            if error
+            else ""
+        ),
+        extra={"trans_no": refund.trans_no, "outcome": decision.outcome},
+    )
+
+
+def _refuse_caller_transaction() -> None:
+    """Claims must be committed the moment they are taken, or they hold row locks (and are
+    invisible to other runs) while the queries wait on the network."""
+    connection = transaction.get_connection()
+    if connection.in_atomic_block and any(
+        not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks
+    ):
+        raise transaction.TransactionManagementError(
+            "sync_refunds() cannot run inside a transaction (atomic() or ATOMIC_REQUESTS): its "
+            "claims would stay uncommitted and block every other sync while it waits on HSQ. "
+            "Call it outside the transaction, or mark the view "
+            "@transaction.non_atomic_requests."
+        )
 
 
 # --------------------------------------------------------------------------- public API
@@ -724,7 +527,7 @@ def sync_refunds(
     concurrency: int | None = None,
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
-    claim_token: str | None = None,
+    allow_transaction: bool = False,
 ) -> SyncReport:
     """Ask HSQ about refunds and record the answers; return what happened.
 
@@ -734,15 +537,60 @@ def sync_refunds(
     explicitly: each is queried whether due or not, final ones included; a transNo that is not
     tracked is reported as an error. ``merchant_no`` and ``errored_only`` (refunds whose last
     query failed) narrow any selection. ``limit`` caps how many refunds are queried;
-    ``concurrency`` defaults to ``CONCURRENCY``. ``dry_run`` writes nothing. ``claim_token``
-    takes over refunds that were claimed ahead of the run with that token (a django-q2 batch
-    queued by :func:`hsq_refunds.tasks.sync_due_refunds`): only refunds still holding it and
-    still due are queried, so a batch whose lease ran out and was queued again does nothing
-    twice.
+    ``concurrency`` defaults to ``CONCURRENCY``. ``dry_run`` writes nothing.
 
     Raises :class:`~hsq_refunds.gateway.ConfigurationError` when ``HSQ_REFUNDS`` is invalid or
-    ``merchant_no`` is not configured; failures of single refunds are in the report instead.
+    ``merchant_no`` is not configured, and ``TransactionManagementError`` inside a transaction
+    (see the module docstring) unless ``allow_transaction`` (then the claims hold their rows'
+    locks until the caller commits: django-q2's ``sync`` mode, which runs tasks inside its
+    scheduler's transaction, is the one use); failures of single refunds are in the report
+    instead.
     """
+    return _sync(
+        refunds,
+        trans_nos=trans_nos,
+        merchant_no=merchant_no,
+        due_only=due_only,
+        include_final=include_final,
+        errored_only=errored_only,
+        limit=limit,
+        concurrency=concurrency,
+        dry_run=dry_run,
+        progress=progress,
+        allow_transaction=allow_transaction,
+    )
+
+
+def sync_claimed(
+    refund_ids: Sequence[int], claim_token: str, *, allow_transaction: bool = False
+) -> SyncReport:
+    """Sync the refunds a django-q2 cycle claimed ahead for one batch, under ``claim_token``.
+
+    Only refunds still holding the token and still due are queried, so a batch whose lease ran
+    out and that a later cycle queued again does nothing twice. What the run passes over (no
+    longer due) is released at the end.
+    """
+    try:
+        return _sync(list(refund_ids), adopt_token=claim_token, allow_transaction=allow_transaction)
+    finally:
+        Refund.objects.filter(id__in=list(refund_ids)).release(claim_token)
+
+
+def _sync(
+    refunds: models.QuerySet[Refund] | Iterable[Refund | int] | None,
+    *,
+    trans_nos: Iterable[str] | None = None,
+    merchant_no: str | None = None,
+    due_only: bool = True,
+    include_final: bool = False,
+    errored_only: bool = False,
+    limit: int | None = None,
+    concurrency: int | None = None,
+    dry_run: bool = False,
+    progress: ProgressCallback | None = None,
+    adopt_token: str | None = None,
+    allow_transaction: bool = False,
+) -> SyncReport:
     policy = get_settings()
     if merchant_no is not None and merchant_no not in merchant_numbers():
         raise ConfigurationError(
@@ -754,13 +602,15 @@ def sync_refunds(
         raise ValueError("concurrency must be an integer >= 1")
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise ValueError("limit must be None or an integer >= 0")
+    if not dry_run and not allow_transaction:
+        _refuse_caller_transaction()
     run = _Run(
         policy,
         concurrency=concurrency,
         limit=limit,
         dry_run=dry_run,
         progress=progress,
-        adopt_token=claim_token,
+        adopt_token=adopt_token,
     )
     selection = _select(
         refunds,

@@ -32,13 +32,13 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from .conf import get_settings
 from .models import Refund
 from .scheduling import DJANGO_Q_DEFAULT_RETRY
-from .sync import due_id_pages, sync_refunds
+from .sync import due_id_pages, sync_claimed, sync_refunds
 
 __all__ = [
     "BATCH_TASK",
@@ -76,18 +76,19 @@ def queued_lease() -> timedelta:
     return timedelta(seconds=max(seconds))
 
 
+def _inline() -> bool:
+    """django-q2's ``sync`` mode runs each task at once, inside the scheduler's transaction."""
+    return bool((getattr(settings, "Q_CLUSTER", None) or {}).get("sync"))
+
+
 def _number(value: object, default: float) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return default
 
 
-def _free(now: datetime) -> Q:
-    return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
-
-
 def _due_unclaimed(now: datetime) -> QuerySet[Refund]:
-    return Refund.objects.filter(_free(now), next_query_at__lte=now)
+    return Refund.objects.due(now).claimable(now)
 
 
 def _due_pages(now: datetime, size: int) -> Iterator[list[int]]:
@@ -111,7 +112,7 @@ def sync_due_refunds() -> dict[str, Any]:
     now = timezone.now()
     waiting = list(_due_unclaimed(now).values_list("id", flat=True)[: size + 1])
     if len(waiting) <= size:
-        report = sync_refunds()
+        report = sync_refunds(allow_transaction=_inline())
         return {"batches": 0, "queued": 0, "group": None, "report": report.as_dict()}
     return _fan_out(now, size)
 
@@ -125,21 +126,17 @@ def _fan_out(now: datetime, size: int) -> dict[str, Any]:
     batches = queued = 0
     for page in _due_pages(now, size):
         token = uuid.uuid4().hex
-        claimed = Refund.objects.filter(_free(timezone.now()), id__in=page, next_query_at__lte=now)
-        if not claimed.update(claimed_until=until, claim_token=token):
+        batch = Refund.objects.filter(id__in=page)
+        if not batch.due(now).claimable(timezone.now()).claim(token, until):
             continue
         ids = list(
-            Refund.objects.filter(id__in=page, claim_token=token)
-            .order_by("next_query_at", "id")
-            .values_list("id", flat=True)
+            batch.held_by(token).order_by("next_query_at", "id").values_list("id", flat=True)
         )
         try:
             async_task(BATCH_TASK, ids, claim_token=token, q_options={"group": group})
         except Exception:
             # The broker refused the task: free its refunds for the next cycle at once.
-            Refund.objects.filter(id__in=ids, claim_token=token).update(
-                claimed_until=None, claim_token=""
-            )
+            Refund.objects.filter(id__in=ids).release(token)
             raise
         batches += 1
         queued += len(ids)
@@ -160,12 +157,12 @@ def sync_refund_batch(
     (how many it synced).
     """
     ids = list(refund_ids)
-    report = sync_refunds(ids, claim_token=claim_token)
-    if claim_token is not None:
-        # What the engine passed over (no longer due) is free for the next cycle at once.
-        Refund.objects.filter(id__in=ids, claim_token=claim_token).update(
-            claimed_until=None, claim_token=""
-        )
+    inline = _inline()
+    report = (
+        sync_refunds(ids, allow_transaction=inline)
+        if claim_token is None
+        else sync_claimed(ids, claim_token, allow_transaction=inline)
+    )
     result = report.as_dict()
     result.update(host=socket.gethostname(), pid=os.getpid(), refunds=report.queried)
     return result

@@ -10,8 +10,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from hsq_refunds.admin import format_fen, yuan_to_fen
 from hsq_refunds.models import Refund, RefundQuery
+from hsq_refunds.money import format_fen, yuan_to_fen
 
 from .conftest import change_url, changelist_url
 

@@ -156,8 +156,18 @@ def test_prune_refund_queries(refunds, sandbox, configure):
     call_command("prune_refund_queries", stdout=out)
     assert out.getvalue() == "Deleted 2 refund queries older than 30 days.\n"
     assert RefundQuery.objects.count() == 2
-    call_command("prune_refund_queries", "--days", "0", stdout=out)
-    assert not RefundQuery.objects.exists()
+    call_command("prune_refund_queries", "--days", "2", stdout=out)
+    assert RefundQuery.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("days", ["0", "-3"])
+def test_prune_refuses_fewer_than_one_day(refunds, sandbox, days):
+    [refund] = refunds([{"transNo": "S1"}])
+    RefundQuery.objects.create(refund=refund, outcome="ok")
+    with pytest.raises(CommandError, match="--days must be at least 1"):
+        call_command("prune_refund_queries", "--days", days)
+    assert RefundQuery.objects.count() == 1
 
 
 # --------------------------------------------------------------------------- child processes

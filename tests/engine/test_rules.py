@@ -21,6 +21,7 @@ from hsq_refunds.gateway import (
 )
 from hsq_refunds.models import Refund
 from hsq_refunds.rules import (
+    STATUS_RANK,
     AttentionReason,
     Outcome,
     Status,
@@ -86,8 +87,15 @@ def make_result(
 # --------------------------------------------------------------------------- status changes
 
 
-@pytest.mark.parametrize("old", OPEN)
-@pytest.mark.parametrize("new", ["INIT", "PROCESSING", "SUCCESS", "FAIL"])
+FORWARD = [
+    (old, new)
+    for old in OPEN
+    for new in ["INIT", "PROCESSING", "SUCCESS", "FAIL"]
+    if STATUS_RANK[new] >= STATUS_RANK[old]
+]
+
+
+@pytest.mark.parametrize(("old", "new"), FORWARD)
 def test_a_verified_status_is_applied_to_an_unfinished_refund(policy, old, new):
     code = "100201" if new == "PROCESSING" else "200007"
     decision = decide(make_refund(status=old), make_result(new, code), now=NOW, policy=policy)
@@ -104,6 +112,22 @@ def test_a_verified_status_is_applied_to_an_unfinished_refund(policy, old, new):
     else:
         assert decision.changes["next_query_at"] == NOW + timedelta(seconds=60)
         assert "finished_at" not in decision.changes
+
+
+@pytest.mark.parametrize(("old", "new"), [("PROCESSING", "INIT"), ("INIT", "INIT")])
+def test_a_status_older_than_the_recorded_one_is_recorded_not_applied(policy, old, new):
+    refund = make_refund(status=old, query_count=3)
+    decision = decide(refund, make_result(new, "200007"), now=NOW, policy=policy)
+
+    if old == new:  # a repeat moves nothing either way, and is an ordinary answer
+        assert decision.outcome == Outcome.OK and not decision.status_changed
+        return
+    assert decision.outcome == Outcome.OUT_OF_ORDER
+    assert decision.new_status == old and "status" not in decision.changes
+    assert decision.attention is None and decision.error is None
+    assert decision.log["status_seen"] == new and decision.log["outcome"] == "out_of_order"
+    assert decision.changes["query_count"] == 4
+    assert decision.changes["next_query_at"] == NOW + timedelta(seconds=60)
 
 
 @pytest.mark.parametrize("old", FINAL)
@@ -337,13 +361,15 @@ def test_errors_never_change_the_status(policy, exc, outcome, kind, code, old):
         & decision.changes.keys()
     )
     assert decision.error.type == kind and decision.error.code == code
-    assert decision.changes["error_count"] == 3
-    assert decision.changes["last_error_type"] == kind
     assert decision.changes["query_count"] == 6
     assert decision.log["outcome"] == outcome and decision.log["status_seen"] == ""
     if old in FINAL:
+        # A final refund keeps its recorded result: the failed query is in the audit row only.
         assert "next_query_at" not in decision.changes
+        assert not {"error_count", "last_error_type"} & decision.changes.keys()
     else:
+        assert decision.changes["error_count"] == 3
+        assert decision.changes["last_error_type"] == kind
         assert decision.changes["next_query_at"] > NOW
 
 

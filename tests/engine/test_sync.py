@@ -144,7 +144,8 @@ def test_a_mix_of_refunds_reaches_every_state(
         ("S1", "UNKNOWN", "SUCCESS"),
         ("U1", "UNKNOWN", "SUCCESS"),
     ]
-    assert sorted(t for n, t, _ in received if n == "refund_succeeded") == ["A1", "S1", "U1"]
+    # A1 succeeded for another amount than expected: flagged, not announced as a success.
+    assert sorted(t for n, t, _ in received if n == "refund_succeeded") == ["S1", "U1"]
     assert [t for n, t, _ in received if n == "refund_failed"] == ["F1"]
     assert sorted((t, k["reason"]) for n, t, k in received if n == "refund_needs_attention") == [
         ("A1", "amount_mismatch"),
@@ -203,8 +204,10 @@ def test_a_final_refund_that_hsq_contradicts_keeps_its_status(
     refund.refresh_from_db()
     assert refund.status == "SUCCESS"
     assert refund.needs_attention and refund.attention_reason == "contradiction"
-    assert json.loads(refund.last_result)["orderStatus"] == "FAIL"
-    assert RefundQuery.objects.get(refund=refund).status_seen == "FAIL"
+    # The contradicting answer is evidence in the audit row; the refund's result stays its own.
+    assert refund.last_result == ""
+    audit = RefundQuery.objects.get(refund=refund)
+    assert audit.status_seen == "FAIL" and json.loads(audit.result)["orderStatus"] == "FAIL"
     assert report.flagged == {"contradiction": 1} and not report.status_changes
     assert [(n, k.get("reason")) for n, _t, k in received] == [
         ("refund_needs_attention", "contradiction")
@@ -440,14 +443,17 @@ def test_an_unexpected_exception_stays_with_its_refund(refunds, sandbox, monkeyp
 
 def test_a_merchant_without_configuration_is_a_configuration_error(refunds, sandbox):
     refunds([{"transNo": "R1", "merchant_no": "777"}, {"transNo": "R2"}])
-    before = Refund.objects.get(trans_no="R1")
+    started = timezone.now()
     report = sync_refunds()
     refund = Refund.objects.get(trans_no="R1")
-    # A setting mistake says nothing about the refund: reported, nothing written, still due.
-    assert refund.status == "UNKNOWN" and refund.last_error_type == ""
+    # Nothing was asked at HSQ, but the refund backs off like any failure and leaves a trace.
+    assert refund.status == "UNKNOWN" and refund.last_error_type == "configuration"
     assert refund.query_count == 0 and refund.last_queried_at is None
-    assert refund.error_count == 0 and refund.next_query_at == before.next_query_at
-    assert refund.claim_token == "" and not refund.queries.exists()
+    assert refund.error_count == 1
+    assert refund.next_query_at >= started + timedelta(seconds=60)
+    assert refund.claim_token == ""
+    assert refund.queries.get().outcome == "config_error"
+    assert not refund.needs_attention  # flagged only after ATTENTION_AFTER_ERRORS in a row
     assert report.configuration_errors and report.queried == 1
     assert report.outcomes == {"config_error": 1, "ok": 1}
     assert "'777'" in report.errors[0].message

@@ -225,14 +225,29 @@ def test_a_wrong_key_password_is_named_by_the_command(tracked, configure, mercha
     assert "wrong-password" not in shown
 
 
-def test_a_wrong_key_password_writes_nothing(tracked, configure, merchant_no):
-    before = tracked()
+def test_a_wrong_key_password_asks_nothing_and_backs_off(tracked, configure, merchant_no):
+    state = tracked()
+    before = {row["trans_no"]: row for row in state["refunds"]}
     merchant = configure()["MERCHANTS"][merchant_no]
     configure(MERCHANTS={merchant_no: {**merchant, "PRIVATE_KEY_PASSWORD": "wrong-password"}})
 
     assert command()[0] == 2
 
-    assert tracked() == before
+    after = tracked()
+    assert after["asked"] == {}  # nothing reached the gateway
+    changed = {row["trans_no"]: row for row in after["refunds"] if row != before[row["trans_no"]]}
+    for trans_no, row in changed.items():
+        # The refunds that were due wait out ERROR_BACKOFF instead of heading the queue.
+        assert row["status"] == before[trans_no]["status"]
+        assert (row["last_error_type"], row["error_count"], row["query_count"]) == (
+            "configuration",
+            before[trans_no]["error_count"] + 1,
+            before[trans_no]["query_count"],
+        )
+        assert row["next_query_at"] > before[trans_no]["next_query_at"]
+        assert "wrong-password" not in row["last_error_message"]
+    assert set(changed) == {"T-DUE"}
+    assert after["queries"] == state["queries"] + 1
 
 
 # --------------------------------------------------------------------------- from the gateway

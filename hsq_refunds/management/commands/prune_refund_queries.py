@@ -1,7 +1,9 @@
 """``manage.py prune_refund_queries``: delete old audit rows (``RefundQuery``).
 
 Rows older than ``HSQ_REFUNDS["QUERY_LOG_RETENTION_DAYS"]`` (default 90) are deleted, in
-batches; ``--days`` overrides the setting. Run it daily from cron, or schedule it.
+batches; ``--days`` overrides the setting (at least 1: the audit rows are the evidence behind
+every status, and deleting all of them at once is never what a typo should do). Run it daily
+from cron, or schedule it.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext, ngettext
 
 from hsq_refunds.conf import get_settings
@@ -31,6 +33,14 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         days = options["days"]
+        if days is not None and days < 1:
+            raise CommandError(
+                gettext(
+                    "--days must be at least 1 (got %(days)d): the audit rows are the evidence "
+                    "behind each refund's status."
+                )
+                % {"days": days}
+            )
         if days is None:
             days = get_settings().QUERY_LOG_RETENTION_DAYS
         if days is None:
@@ -39,7 +49,7 @@ class Command(BaseCommand):
                     gettext("QUERY_LOG_RETENTION_DAYS is None: refund queries are kept.")
                 )
             return
-        deleted = RefundQuery.objects.prune(timedelta(days=max(days, 0)))
+        deleted = RefundQuery.objects.prune(timedelta(days=days))
         if options["verbosity"] >= 1:
             self.stdout.write(
                 ngettext(

@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, TextIO
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext, ngettext
 
 from hsq_refunds.gateway import ConfigurationError
+from hsq_refunds.management.progress import Progress
 from hsq_refunds.sync import SyncReport, sync_refunds
 from hsq_refunds.text import printable
 
@@ -46,43 +47,6 @@ def _not_negative(value: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(gettext("must be at least 0"))
     return number
-
-
-class _Progress:
-    """A tqdm bar on a terminal; otherwise a plain line now and then, and one at the end."""
-
-    def __init__(self, stream: TextIO, *, bar: bool) -> None:
-        self.stream = stream
-        self.bar: Any = None
-        self.use_bar = bar
-        self.step: int | None = None
-        self.next_line = 0
-
-    def __call__(self, done: int, total: int | None) -> None:
-        if self.use_bar:
-            if self.bar is None:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, file=self.stream, unit=gettext("refund"), leave=False)
-            self.bar.update(done - self.bar.n)
-            return
-        if self.step is None:
-            # About every tenth of the way, and never more often than every 25 refunds.
-            self.step = max(25, total // 10) if total else 100
-            self.next_line = self.step
-        if done >= self.next_line or (done and done == total):
-            text = (
-                gettext("%(done)d of %(total)d refunds synced") % {"done": done, "total": total}
-                if total is not None
-                else gettext("%(done)d refunds synced") % {"done": done}
-            )
-            self.stream.write(text + "\n")
-            self.stream.flush()
-            self.next_line = done + self.step
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 class Command(BaseCommand):
@@ -149,7 +113,7 @@ class Command(BaseCommand):
         trans_nos = options["trans_nos"]
         verbosity = options["verbosity"]
         stream = getattr(self.stderr, "_out", sys.stderr)
-        progress = _Progress(stream, bar=self.stderr.isatty()) if verbosity >= 1 else None
+        progress = Progress(stream, bar=self.stderr.isatty()) if verbosity >= 1 else None
         try:
             report = sync_refunds(
                 trans_nos=list(trans_nos) or None,
