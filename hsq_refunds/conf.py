@@ -97,7 +97,7 @@ class Problem:
     """One mistake found in ``HSQ_REFUNDS``; the system checks turn these into messages."""
 
     level: str  # "error" or "warning"
-    id: str  # "hsq_refunds.E003"
+    id: str  # a check id of hsq_refunds.checks, e.g. E003_ENVIRONMENT
     path: str
     message: str
     hint: str = ""
@@ -177,8 +177,8 @@ def _integer(minimum: int = 1, *, optional: bool = False, unit: str = "an intege
 
 
 def _rate(value: object) -> float | None:
-    seconds = _as_seconds(value) if not isinstance(value, timedelta) else None
-    return seconds if seconds is not None and seconds > 0 else None
+    number = None if isinstance(value, timedelta) else _as_seconds(value)
+    return number if number is not None and number > 0 else None
 
 
 def _flag(value: object) -> bool | None:
