@@ -1,27 +1,15 @@
-"""System checks of the ``HSQ_REFUNDS`` setting, run by ``manage.py check`` and ``migrate``.
+"""System checks of the ``HSQ_REFUNDS`` setting, run by ``manage.py check`` and ``migrate``, and
+the one list of the app's check ids.
 
 Every key is loaded here, so a wrong path, a wrong password or a mixed-up certificate shows at
 deploy time instead of on the first query. Each message names the exact setting and what is
 wrong with it, and never contains key material.
 
-========================= =================================================================
-``hsq_refunds.E001``      ``HSQ_REFUNDS`` is not a dict
-``hsq_refunds.E003``      unknown ``ENVIRONMENT``
-``hsq_refunds.E004``      ``BASE_URL`` is not an http(s) URL
-``hsq_refunds.E005``      ``MERCHANTS`` or one of its entries is malformed
-``hsq_refunds.E006``      a required merchant key is missing or empty
-``hsq_refunds.E007``      ``SIGN_KEY`` is not usable
-``hsq_refunds.E008``      ``PRIVATE_KEY_PASSWORD`` is wrong, missing or not a string
-``hsq_refunds.E009``      ``PRIVATE_KEY`` cannot be read or is not a private key
-``hsq_refunds.E010``      an optional key has a bad type or value
-``hsq_refunds.E011``      ``QUERY_INTERVALS`` or ``ERROR_BACKOFF`` is malformed
-``hsq_refunds.E012``      ``PLATFORM_CERT`` cannot be read or is not a public key
-``hsq_refunds.W001``      unknown setting name (ignored)
-``hsq_refunds.W002``      no merchants configured
-``hsq_refunds.W003``      a sandbox or plain-http gateway URL while ``DEBUG`` is off
-``hsq_refunds.W004``      ``SIGN_KEY`` does not look like HSQ's 32 hex characters
-``hsq_refunds.W005``      ``CLAIM_LEASE`` is too short for the timeouts and retries
-========================= =================================================================
+Every check id is a constant below (``E004_BASE_URL = "hsq_refunds.E004"``), used wherever the
+check is raised, so that ``grep E004`` finds both; :data:`CHECK_IDS` says what each means (the
+README's settings reference lists them: ``python -m hsq_refunds.conf``). Most are raised while
+the setting is read (:mod:`hsq_refunds.conf`); the django-q2 ones (``W020`` to ``W022``) by
+:mod:`hsq_refunds.scheduling`.
 """
 
 from __future__ import annotations
@@ -29,22 +17,120 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
-from .conf import MerchantSettings, inspect_settings, setting_path
 from .gateway import ENVIRONMENTS, ConfigurationError, load_platform_key, load_private_key
 
-__all__ = ["check_settings"]
+if TYPE_CHECKING:
+    from .conf import HsqRefundsSettings, MerchantSettings
+
+__all__ = [
+    "CHECK_IDS",
+    "E001_NOT_A_DICT",
+    "E003_ENVIRONMENT",
+    "E004_BASE_URL",
+    "E005_MERCHANTS",
+    "E006_MERCHANT_KEY_MISSING",
+    "E007_SIGN_KEY",
+    "E008_PRIVATE_KEY_PASSWORD",
+    "E009_PRIVATE_KEY",
+    "E010_VALUE",
+    "E011_STEPS",
+    "E012_PLATFORM_CERT",
+    "E013_RATE_LIMIT_CACHE",
+    "NOTIFY_VIEW_NAME",
+    "W001_UNKNOWN_KEY",
+    "W002_NO_MERCHANTS",
+    "W003_GATEWAY_NOT_PRODUCTION",
+    "W004_SIGN_KEY_FORMAT",
+    "W005_CLAIM_LEASE",
+    "W006_NOTIFY_URL_NOT_HTTPS",
+    "W007_NOTIFY_URL_VIEW",
+    "W008_RATE_LIMIT_CACHE_LOCAL",
+    "W020_SCHEDULE_NOT_RUN",
+    "W021_Q_TIMEOUT_RETRY",
+    "W022_Q_BATCH_TIMEOUT",
+    "check_settings",
+]
+
+E001_NOT_A_DICT = "hsq_refunds.E001"
+E003_ENVIRONMENT = "hsq_refunds.E003"
+E004_BASE_URL = "hsq_refunds.E004"
+E005_MERCHANTS = "hsq_refunds.E005"
+E006_MERCHANT_KEY_MISSING = "hsq_refunds.E006"
+E007_SIGN_KEY = "hsq_refunds.E007"
+E008_PRIVATE_KEY_PASSWORD = "hsq_refunds.E008"  # noqa: S105 - a check id, not a password
+E009_PRIVATE_KEY = "hsq_refunds.E009"
+E010_VALUE = "hsq_refunds.E010"
+E011_STEPS = "hsq_refunds.E011"
+E012_PLATFORM_CERT = "hsq_refunds.E012"
+E013_RATE_LIMIT_CACHE = "hsq_refunds.E013"
+W001_UNKNOWN_KEY = "hsq_refunds.W001"
+W002_NO_MERCHANTS = "hsq_refunds.W002"
+W003_GATEWAY_NOT_PRODUCTION = "hsq_refunds.W003"
+W004_SIGN_KEY_FORMAT = "hsq_refunds.W004"
+W005_CLAIM_LEASE = "hsq_refunds.W005"
+W006_NOTIFY_URL_NOT_HTTPS = "hsq_refunds.W006"
+W007_NOTIFY_URL_VIEW = "hsq_refunds.W007"
+W008_RATE_LIMIT_CACHE_LOCAL = "hsq_refunds.W008"
+W020_SCHEDULE_NOT_RUN = "hsq_refunds.W020"
+W021_Q_TIMEOUT_RETRY = "hsq_refunds.W021"
+W022_Q_BATCH_TIMEOUT = "hsq_refunds.W022"
+
+#: What each check id means, in the order of the ids.
+CHECK_IDS: Mapping[str, str] = {
+    E001_NOT_A_DICT: "`HSQ_REFUNDS` is not a dict",
+    E003_ENVIRONMENT: "unknown `ENVIRONMENT`",
+    E004_BASE_URL: "`BASE_URL` is not an http(s) URL with a host, or holds credentials or spaces",
+    E005_MERCHANTS: "`MERCHANTS` or one of its entries is malformed (merchant numbers included)",
+    E006_MERCHANT_KEY_MISSING: "a required merchant key is missing or empty",
+    E007_SIGN_KEY: "`SIGN_KEY` is not usable",
+    E008_PRIVATE_KEY_PASSWORD: "`PRIVATE_KEY_PASSWORD` is wrong, missing or not a string",
+    E009_PRIVATE_KEY: "`PRIVATE_KEY` cannot be read or is not a private key",
+    E010_VALUE: "an optional key has a bad type or value",
+    E011_STEPS: "`QUERY_INTERVALS` or `ERROR_BACKOFF` is malformed",
+    E012_PLATFORM_CERT: "`PLATFORM_CERT` cannot be read or is not a public key",
+    E013_RATE_LIMIT_CACHE: "`RATE_LIMIT` is set and `RATE_LIMIT_CACHE` is not an alias in `CACHES`",
+    W001_UNKNOWN_KEY: "unknown setting name (ignored)",
+    W002_NO_MERCHANTS: "no merchants configured",
+    W003_GATEWAY_NOT_PRODUCTION: "a sandbox or plain-http gateway URL while `DEBUG` is off",
+    W004_SIGN_KEY_FORMAT: "`SIGN_KEY` does not look like HSQ's 32 hex characters",
+    W005_CLAIM_LEASE: "`CLAIM_LEASE` is shorter than twice `QUERY_DEADLINE`",
+    W006_NOTIFY_URL_NOT_HTTPS: "`NOTIFY_URL` is not https while `DEBUG` is off",
+    W007_NOTIFY_URL_VIEW: "`NOTIFY_URL` does not lead to the view `hsq_refunds:refund_notify`",
+    W008_RATE_LIMIT_CACHE_LOCAL: (
+        "`RATE_LIMIT` is set and its cache (`RATE_LIMIT_CACHE`) is not shared between processes"
+    ),
+    W020_SCHEDULE_NOT_RUN: (
+        "the django-q2 schedule is in the database but `django_q` is not installed"
+    ),
+    W021_Q_TIMEOUT_RETRY: '`Q_CLUSTER["timeout"]` is missing or not below `["retry"]`',
+    W022_Q_BATCH_TIMEOUT: (
+        '`Q_CLUSTER["timeout"]` is shorter than a batch of `TASK_BATCH_SIZE` refunds may take '
+        "with a gateway that answers at `QUERY_DEADLINE`"
+    ),
+}
+
+#: The URL name (with its namespace) of the view that receives HSQ's refund notifications.
+NOTIFY_VIEW_NAME = "hsq_refunds:refund_notify"
+
+#: Cache backends that each process keeps to itself: a limit counted in them is per process.
+_LOCAL_CACHES = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
 
 _SIGN_KEY = re.compile(r"^[0-9a-fA-F]{32}$")
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Every problem in ``HSQ_REFUNDS``, with each merchant's keys actually loaded."""
+    from .conf import inspect_settings
+
     parsed, problems = inspect_settings()
     messages: list[CheckMessage] = [
         (Error if problem.level == "error" else Warning)(
@@ -60,11 +146,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 messages.extend(_check_keys(merchant_no, entry))
     for merchant in parsed.MERCHANTS.values():
         messages.extend(_check_url(merchant))
+    messages.extend(_check_notify_url(parsed))
+    messages.extend(_check_rate_limit_cache(parsed))
     return messages
 
 
 def _check_keys(merchant_no: str, entry: Mapping[str, Any]) -> list[CheckMessage]:
     """Load the keys of one merchant entry (even an incomplete one: report all at once)."""
+    from .conf import setting_path
+
     messages: list[CheckMessage] = []
     path = ("MERCHANTS", merchant_no)
     sign_key = entry.get("SIGN_KEY")
@@ -75,7 +165,7 @@ def _check_keys(merchant_no: str, entry: Mapping[str, Any]) -> list[CheckMessage
                     f"{setting_path(*path, 'SIGN_KEY')}: does not look like HSQ's sign key "
                     "(32 hexadecimal characters)",
                     hint="Copy the 签名混淆KEY exactly as HSQ issued it.",
-                    id="hsq_refunds.W004",
+                    id=W004_SIGN_KEY_FORMAT,
                 )
             )
     password = entry.get("PRIVATE_KEY_PASSWORD")
@@ -94,7 +184,7 @@ def _check_keys(merchant_no: str, entry: Mapping[str, Any]) -> list[CheckMessage
                         if about_password
                         else "Give the path to <merchantNo>_pri.pfx, or the PEM/base64 key text."
                     ),
-                    id="hsq_refunds.E008" if about_password else "hsq_refunds.E009",
+                    id=E008_PRIVATE_KEY_PASSWORD if about_password else E009_PRIVATE_KEY,
                 )
             )
     platform_cert = entry.get("PLATFORM_CERT")
@@ -106,7 +196,7 @@ def _check_keys(merchant_no: str, entry: Mapping[str, Any]) -> list[CheckMessage
                 Error(
                     f"{setting_path(*path, 'PLATFORM_CERT')}: {_strip_prefix(exc.message)}",
                     hint="Give the path to HSQ's MANDAO_<merchantNo>_pub.cer, or its PEM text.",
-                    id="hsq_refunds.E012",
+                    id=E012_PLATFORM_CERT,
                 )
             )
     return messages
@@ -126,6 +216,8 @@ def _strip_prefix(message: str) -> str:
 
 
 def _check_url(merchant: MerchantSettings) -> list[CheckMessage]:
+    from .conf import setting_path
+
     if settings.DEBUG:
         return []
     url = merchant.base_url or ENVIRONMENTS.get(merchant.environment, "")
@@ -137,7 +229,7 @@ def _check_url(merchant: MerchantSettings) -> list[CheckMessage]:
             f"{setting_path('MERCHANTS', merchant.merchant_no)}: the gateway URL {url!r} is "
             "a local sandbox or plain http, and DEBUG is off",
             hint='In production leave BASE_URL out and set ENVIRONMENT to "production".',
-            id="hsq_refunds.W003",
+            id=W003_GATEWAY_NOT_PRODUCTION,
         )
     ]
 
@@ -149,3 +241,87 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _check_notify_url(parsed: HsqRefundsSettings) -> list[CheckMessage]:
+    """``NOTIFY_URL``: https in production, and routed to this app's notification view."""
+    from django.urls import Resolver404, resolve
+
+    from .conf import setting_path
+
+    url = parsed.NOTIFY_URL
+    if url is None:
+        return []
+    messages: list[CheckMessage] = []
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not settings.DEBUG:
+        messages.append(
+            Warning(
+                f"{setting_path('NOTIFY_URL')}: is plain {parts.scheme} and DEBUG is off: HSQ's "
+                "notifications would reach the site unencrypted",
+                hint="Give the https URL at which the site receives HSQ's notifications.",
+                id=W006_NOTIFY_URL_NOT_HTTPS,
+            )
+        )
+    path = _without_script_prefix(parts.path or "/")
+    try:
+        view_name: str | None = resolve(path).view_name
+    except Resolver404:
+        view_name = None
+    if view_name != NOTIFY_VIEW_NAME:
+        found = f"the view {view_name!r}" if view_name else "no view"
+        messages.append(
+            Warning(
+                f"{setting_path('NOTIFY_URL')}: its path {path!r} leads to {found} in this "
+                f"project's URLconf, not to {NOTIFY_VIEW_NAME!r}: HSQ's notifications would "
+                "not reach the app",
+                hint=(
+                    f"Route a path to the app's notification view (URL name {NOTIFY_VIEW_NAME!r})"
+                    " in ROOT_URLCONF and give that path's full public URL."
+                ),
+                id=W007_NOTIFY_URL_VIEW,
+            )
+        )
+    return messages
+
+
+def _without_script_prefix(path: str) -> str:
+    """The path as the URLconf sees it: ``FORCE_SCRIPT_NAME`` (a site under a prefix) removed."""
+    script = (getattr(settings, "FORCE_SCRIPT_NAME", None) or "").rstrip("/")
+    if script and (path == script or path.startswith(script + "/")):
+        return path[len(script) :] or "/"
+    return path
+
+
+def _check_rate_limit_cache(parsed: HsqRefundsSettings) -> list[CheckMessage]:
+    """``RATE_LIMIT`` holds across processes only through a cache that they share."""
+    from .conf import setting_path
+
+    if parsed.RATE_LIMIT is None:
+        return []
+    alias = parsed.RATE_LIMIT_CACHE
+    caches = getattr(settings, "CACHES", None) or {}
+    if alias not in caches:
+        return [
+            Error(
+                f"{setting_path('RATE_LIMIT_CACHE')}: {alias!r} is not an alias in CACHES, so "
+                f"{setting_path('RATE_LIMIT')} cannot be counted",
+                hint=f"Use one of {', '.join(map(repr, caches)) or 'the CACHES aliases'}.",
+                id=E013_RATE_LIMIT_CACHE,
+            )
+        ]
+    backend = caches[alias].get("BACKEND", "") if isinstance(caches[alias], Mapping) else ""
+    if backend not in _LOCAL_CACHES:
+        return []
+    return [
+        Warning(
+            f"{setting_path('RATE_LIMIT_CACHE')}: the cache {alias!r} is {backend.rsplit('.')[-1]}"
+            f", which processes do not share: {setting_path('RATE_LIMIT')} then holds per "
+            "process, and several processes together query HSQ faster than it",
+            hint=(
+                "Point RATE_LIMIT_CACHE at a cache every process shares (Redis, Memcached or "
+                "the database cache)."
+            ),
+            id=W008_RATE_LIMIT_CACHE_LOCAL,
+        )
+    ]

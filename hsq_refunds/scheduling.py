@@ -11,13 +11,12 @@ updates the row in place and removes duplicates that concurrent deploys may have
 The checks below are registered when this module is imported (the app config imports it),
 under the tag ``hsq_refunds_tasks``:
 
-========================= =================================================================
-``hsq_refunds.W020``      the schedule is in the database but ``django_q`` is not installed,
-                          so nothing runs it (a ``--database`` check: ``migrate`` runs it)
-``hsq_refunds.W021``      ``Q_CLUSTER["timeout"]`` is missing or not below ``["retry"]``
-``hsq_refunds.W022``      ``Q_CLUSTER["timeout"]`` is shorter than a batch of ``TASK_BATCH_SIZE``
-                          refunds may take with a slow gateway
-========================= =================================================================
+``W020`` (:data:`~hsq_refunds.checks.W020_SCHEDULE_NOT_RUN`): the schedule is in the database
+but ``django_q`` is not installed, so nothing runs it (a ``--database`` check: ``migrate`` runs
+it); ``W021`` (:data:`~hsq_refunds.checks.W021_Q_TIMEOUT_RETRY`): ``Q_CLUSTER["timeout"]`` is
+missing or not below ``["retry"]``; ``W022`` (:data:`~hsq_refunds.checks.W022_Q_BATCH_TIMEOUT`):
+``Q_CLUSTER["timeout"]`` is shorter than a batch of ``TASK_BATCH_SIZE`` refunds may take when
+every query runs to ``QUERY_DEADLINE``.
 """
 
 from __future__ import annotations
@@ -36,6 +35,8 @@ from django.core.checks import CheckMessage, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, router, transaction
 from django.utils import timezone
+
+from .checks import W020_SCHEDULE_NOT_RUN, W021_Q_TIMEOUT_RETRY, W022_Q_BATCH_TIMEOUT
 
 __all__ = [
     "CHECK_TAG",
@@ -232,35 +233,46 @@ def _check_timeout_retry(path: str, options: Mapping[str, Any]) -> list[CheckMes
                 f'Set {path}["timeout"] to the longest a sync task may run (e.g. 240) and '
                 f'{path}["retry"] above it (e.g. 300).'
             ),
-            id="hsq_refunds.W021",
+            id=W021_Q_TIMEOUT_RETRY,
         )
     ]
 
 
 def _check_batch_time(path: str, options: Mapping[str, Any]) -> list[CheckMessage]:
-    from .conf import inspect_settings
+    """A batch task must be able to finish when every query in it runs to its deadline.
+
+    A batch of ``TASK_BATCH_SIZE`` refunds is queried ``CONCURRENCY`` at a time, so in
+    ``ceil(TASK_BATCH_SIZE / CONCURRENCY)`` rounds; a round lasts as long as its slowest query,
+    at most ``QUERY_DEADLINE`` (by default every attempt's connect and read timeouts and the
+    waits between retries).
+    """
+    from .conf import inspect_settings, setting_path
 
     timeout = _seconds(options.get("timeout"))
     if timeout is None:
         return []
     policy = inspect_settings()[0]
     rounds = math.ceil(policy.TASK_BATCH_SIZE / policy.CONCURRENCY)
-    needed = rounds * policy.READ_TIMEOUT
+    needed = rounds * policy.QUERY_DEADLINE
     if timeout >= needed:
         return []
     return [
         Warning(
             f'{path}["timeout"] ({options["timeout"]}) is shorter than a sync batch may need: '
-            f'HSQ_REFUNDS["TASK_BATCH_SIZE"] ({policy.TASK_BATCH_SIZE}) refunds, '
-            f'HSQ_REFUNDS["CONCURRENCY"] ({policy.CONCURRENCY}) at a time, take up to '
-            f'{needed:g} s when the gateway answers only at HSQ_REFUNDS["READ_TIMEOUT"] '
-            f"({policy.READ_TIMEOUT:g} s); the rest of a batch that is cut off waits for a "
-            "later cycle",
+            f"{setting_path('TASK_BATCH_SIZE')} ({policy.TASK_BATCH_SIZE}) refunds, "
+            f"{setting_path('CONCURRENCY')} ({policy.CONCURRENCY}) at a time, take up to "
+            f"{needed:g} s when every query runs to {setting_path('QUERY_DEADLINE')} "
+            f"({policy.QUERY_DEADLINE:g} s: connect timeouts, reads and retries, "
+            f"{setting_path('CONNECT_TIMEOUT')} {policy.CONNECT_TIMEOUT:g} s, "
+            f"{setting_path('READ_TIMEOUT')} {policy.READ_TIMEOUT:g} s, "
+            f"{setting_path('RETRIES')} {policy.RETRIES}); the rest of a batch that is cut off "
+            "waits for a later cycle",
             hint=(
                 f'Raise {path}["timeout"] to {needed:g} or more (and "retry" above it), or lower '
-                'HSQ_REFUNDS["TASK_BATCH_SIZE"].'
+                'HSQ_REFUNDS["TASK_BATCH_SIZE"], HSQ_REFUNDS["QUERY_DEADLINE"] or the timeouts '
+                "and retries it is computed from."
             ),
-            id="hsq_refunds.W022",
+            id=W022_Q_BATCH_TIMEOUT,
         )
     ]
 
@@ -292,7 +304,7 @@ def check_schedule_runner(
                         "while django_q is still installed, or delete that row from "
                         f"{_SCHEDULE_TABLE}. Use cron with 'manage.py sync_refunds' instead."
                     ),
-                    id="hsq_refunds.W020",
+                    id=W020_SCHEDULE_NOT_RUN,
                 )
             )
     return messages

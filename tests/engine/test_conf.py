@@ -9,11 +9,25 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
+from django.core import checks
 from django.core.checks import run_checks
+from django.http import HttpResponse
 from django.test import override_settings
+from django.urls import include, path
 
 from hsq_refunds import conf
-from hsq_refunds.gateway import ConfigurationError, HsqClient
+from hsq_refunds.checks import (
+    E004_BASE_URL,
+    E005_MERCHANTS,
+    E010_VALUE,
+    E013_RATE_LIMIT_CACHE,
+    W002_NO_MERCHANTS,
+    W005_CLAIM_LEASE,
+    W006_NOTIFY_URL_NOT_HTTPS,
+    W007_NOTIFY_URL_VIEW,
+    W008_RATE_LIMIT_CACHE_LOCAL,
+)
+from hsq_refunds.gateway import ConfigurationError, HsqClient, query_deadline
 
 DEMO_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "hsq" / "demo"
 
@@ -319,3 +333,308 @@ def test_a_lease_shorter_than_a_slow_query_is_a_warning(merchant):
     assert ids(found) == ["hsq_refunds.W005"]
     assert found[0].msg.startswith('HSQ_REFUNDS["CLAIM_LEASE"]: 100 seconds is shorter')
     assert messages({**setting, "CLAIM_LEASE": 100, "RETRIES": 0, "READ_TIMEOUT": 10}) == []
+
+
+# --------------------------------------------------------------------------- the gateway's rules
+
+
+def test_a_base_url_with_a_trailing_space_is_an_e004():
+    url = "https://api.huishouqian.com/api/acquiring "
+    found = messages({"BASE_URL": url})
+    assert ids(found) == [E004_BASE_URL, "hsq_refunds.W002"]
+    (problem,) = [m for m in found if m.id == E004_BASE_URL]
+    assert problem.msg.startswith('HSQ_REFUNDS["BASE_URL"]: ')
+    assert "whitespace" in problem.msg and "at its start or end" in problem.msg
+    with override_settings(HSQ_REFUNDS={"BASE_URL": url}), pytest.raises(ConfigurationError) as e:
+        conf.get_settings()
+    assert 'HSQ_REFUNDS["BASE_URL"]' in str(e.value)
+
+
+def test_a_merchant_base_url_with_a_space_names_the_merchant(merchant):
+    found = messages({"MERCHANTS": {"1": {**merchant, "BASE_URL": " http://127.0.0.1:1/api"}}})
+    assert ids(found) == [E004_BASE_URL]
+    assert found[0].msg.startswith('HSQ_REFUNDS["MERCHANTS"]["1"]["BASE_URL"]: ')
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://ops:hunter2@example.invalid/api", "https://ops:hunter2@example.invalid/api"]
+)
+def test_a_url_message_never_shows_the_url_it_refuses(url):
+    for key in ("BASE_URL", "NOTIFY_URL"):
+        found = [m for m in messages({key: url}) if m.id.startswith("hsq_refunds.E")]
+        assert len(found) == 1 and f'HSQ_REFUNDS["{key}"]' in found[0].msg
+        assert "hunter2" not in f"{found[0].msg} {found[0].hint}"
+
+
+@pytest.mark.parametrize("merchant_no", ["8140 ", " 8140", "1" * 17, "81\x0040", ""])
+def test_merchant_numbers_follow_the_gateway_rule(merchant, merchant_no):
+    found = messages({"MERCHANTS": {merchant_no: merchant}})
+    assert E005_MERCHANTS in ids(found)
+    assert "merchant number" in " ".join(m.msg for m in found if m.id == E005_MERCHANTS)
+
+
+def test_a_sixteen_character_merchant_number_is_fine(merchant):
+    settings = {"ENVIRONMENT": "test", "MERCHANTS": {"8" * 16: merchant}}
+    assert messages(settings) == []
+
+
+# --------------------------------------------------------------------------- new keys
+
+
+def test_the_new_keys_have_their_documented_defaults(settings):
+    settings.HSQ_REFUNDS = {"MERCHANTS": {}}
+    current = conf.get_settings()
+    assert current.QUERY_DEADLINE == (5 + 15) * 3 + 2 * 30
+    assert current.ATTENTION_AFTER_ERRORS == 5
+    assert current.REFUND_TYPE == 2
+    assert current.TRANS_NO_PREFIX == "RF"
+    assert current.NOTIFY_URL is None
+    assert current.NOTIFY_FIRST_QUERY_DELAY == 300.0
+    assert current.TRACK_UNKNOWN_NOTIFICATIONS is True
+    assert current.ALLOW_ADMIN_DELETE is False
+    assert current.CYCLE_LIMIT == 60 * 8 * 10
+    assert current.RATE_LIMIT_CACHE == "default"
+    assert dict(current.HEALTH) == {}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "parsed"),
+    [
+        ("QUERY_DEADLINE", 30, 30.0),
+        ("QUERY_DEADLINE", timedelta(seconds=45), 45.0),
+        ("ATTENTION_AFTER_ERRORS", 1, 1),
+        ("ATTENTION_AFTER_ERRORS", 12, 12),
+        ("REFUND_TYPE", 1, 1),
+        ("REFUND_TYPE", 0, 0),
+        ("TRANS_NO_PREFIX", "R", "R"),
+        ("TRANS_NO_PREFIX", "Shop2024Refund00", "Shop2024Refund00"),
+        (
+            "NOTIFY_URL",
+            "https://shop.example.com/hsq/notify/",
+            "https://shop.example.com/hsq/notify/",
+        ),
+        ("NOTIFY_URL", "http://127.0.0.1:8000/n/?shop=1", "http://127.0.0.1:8000/n/?shop=1"),
+        ("NOTIFY_FIRST_QUERY_DELAY", 0, 0.0),
+        ("NOTIFY_FIRST_QUERY_DELAY", timedelta(minutes=10), 600.0),
+        ("TRACK_UNKNOWN_NOTIFICATIONS", False, False),
+        ("ALLOW_ADMIN_DELETE", True, True),
+        ("CYCLE_LIMIT", 500, 500),
+        ("CYCLE_LIMIT", 1, 1),
+        ("RATE_LIMIT_CACHE", "shared", "shared"),
+    ],
+)
+def test_a_new_key_reads_good_values(settings, key, value, parsed):
+    settings.HSQ_REFUNDS = {key: value}
+    assert getattr(conf.get_settings(), key) == parsed
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("QUERY_DEADLINE", 0),
+        ("QUERY_DEADLINE", "120"),
+        ("QUERY_DEADLINE", float("inf")),
+        ("ATTENTION_AFTER_ERRORS", 0),
+        ("ATTENTION_AFTER_ERRORS", "5"),
+        ("ATTENTION_AFTER_ERRORS", True),
+        ("ATTENTION_AFTER_ERRORS", 2.5),
+        ("REFUND_TYPE", "2"),
+        ("REFUND_TYPE", 2.0),
+        ("REFUND_TYPE", True),
+        ("REFUND_TYPE", -1),
+        ("REFUND_TYPE", None),
+        ("TRANS_NO_PREFIX", ""),
+        ("TRANS_NO_PREFIX", "RF-"),
+        ("TRANS_NO_PREFIX", "退款"),
+        ("TRANS_NO_PREFIX", "R" * 17),
+        ("TRANS_NO_PREFIX", "RF\n"),
+        ("TRANS_NO_PREFIX", None),
+        ("NOTIFY_URL", "shop.example.com/notify"),
+        ("NOTIFY_URL", "https://shop.example.com/notify "),
+        ("NOTIFY_URL", "mailto:ops@example.com"),
+        ("NOTIFY_URL", 8000),
+        ("NOTIFY_FIRST_QUERY_DELAY", -1),
+        ("NOTIFY_FIRST_QUERY_DELAY", "300"),
+        ("TRACK_UNKNOWN_NOTIFICATIONS", 1),
+        ("TRACK_UNKNOWN_NOTIFICATIONS", "yes"),
+        ("TRACK_UNKNOWN_NOTIFICATIONS", None),
+        ("ALLOW_ADMIN_DELETE", 0),
+        ("ALLOW_ADMIN_DELETE", "False"),
+        ("CYCLE_LIMIT", 0),
+        ("CYCLE_LIMIT", 2.5),
+        ("CYCLE_LIMIT", True),
+        ("RATE_LIMIT_CACHE", ""),
+        ("RATE_LIMIT_CACHE", None),
+        ("RATE_LIMIT_CACHE", 3),
+        ("HEALTH", []),
+        ("HEALTH", "QUEUE_AGE=60"),
+        ("HEALTH", None),
+    ],
+)
+def test_a_bad_new_value_is_an_e010_naming_the_key(settings, key, value):
+    settings.HSQ_REFUNDS = {key: value}
+    with pytest.raises(ConfigurationError) as caught:
+        conf.get_settings()
+    assert str(caught.value).startswith(f'HSQ_REFUNDS["{key}"]: ')
+    found = [m for m in messages({key: value}) if m.level >= checks.ERROR]
+    assert [m.id for m in found] == [E010_VALUE]
+    assert found[0].msg.startswith(f'HSQ_REFUNDS["{key}"]: ')
+
+
+def test_health_is_kept_as_a_read_only_mapping(settings):
+    given = {"MAX_QUEUE_AGE": 600, "MAX_ERROR_RATE": 0.2}
+    settings.HSQ_REFUNDS = {"HEALTH": given}
+    health = conf.get_settings().HEALTH
+    assert dict(health) == given
+    with pytest.raises(TypeError):
+        health["MAX_QUEUE_AGE"] = 1  # type: ignore[index]
+    given["MAX_QUEUE_AGE"] = 5
+    assert health["MAX_QUEUE_AGE"] == 600  # a copy: changing the setting's dict changes nothing
+
+
+def test_the_query_deadline_is_computed_from_the_timeouts_and_retries(settings):
+    settings.HSQ_REFUNDS = {"CONNECT_TIMEOUT": 2, "READ_TIMEOUT": 10, "RETRIES": 0}
+    assert conf.get_settings().QUERY_DEADLINE == 12.0
+    settings.HSQ_REFUNDS = {"CONNECT_TIMEOUT": 2, "READ_TIMEOUT": 10, "RETRIES": 1}
+    assert conf.get_settings().QUERY_DEADLINE == query_deadline(2, 10, 1, 0.5) == 54.0
+    settings.HSQ_REFUNDS = {"RETRIES": 1, "QUERY_DEADLINE": 20}
+    assert conf.get_settings().QUERY_DEADLINE == 20.0
+
+
+def test_the_lease_must_be_twice_the_query_deadline(merchant):
+    setting = {"MERCHANTS": {"1": merchant}, "ENVIRONMENT": "test"}
+    assert messages({**setting, "CLAIM_LEASE": 100, "QUERY_DEADLINE": 50}) == []
+    found = messages({**setting, "CLAIM_LEASE": 100, "QUERY_DEADLINE": 51})
+    assert ids(found) == [W005_CLAIM_LEASE]
+    assert 'HSQ_REFUNDS["QUERY_DEADLINE"]: 51 seconds' in found[0].msg
+    # The default lease (300 s) is too short for a deadline of 200 s.
+    assert ids(messages({**setting, "QUERY_DEADLINE": 200})) == [W005_CLAIM_LEASE]
+
+
+@pytest.mark.parametrize(
+    ("keys", "limit"),
+    [
+        ({}, 4800),  # 60 s at 8 queries in flight, each 0.1 s
+        ({"SCHEDULE_MINUTES": 5, "CONCURRENCY": 4}, 300 * 40),
+        ({"RATE_LIMIT": 2}, 120),  # 60 s at 2 queries a second
+        ({"RATE_LIMIT": 0.5}, 100),  # 30, but never below TASK_BATCH_SIZE
+        ({"RATE_LIMIT": 0.5, "TASK_BATCH_SIZE": 10}, 30),
+        ({"RATE_LIMIT": 1000}, 4800),  # the concurrency is the tighter bound
+        ({"CYCLE_LIMIT": 7}, 7),  # given: taken as it is
+    ],
+)
+def test_the_cycle_limit_is_what_one_cycle_can_work_through(settings, keys, limit):
+    settings.HSQ_REFUNDS = keys
+    assert conf.get_settings().CYCLE_LIMIT == limit
+
+
+# --------------------------------------------------------------------------- NOTIFY_URL checks
+
+
+def notify_view(request):  # the view a project routes HSQ's notifications to (stand-in)
+    return HttpResponse("OK")
+
+
+def other_view(request):
+    return HttpResponse("not this one")
+
+
+# This module is also the URLconf of the NOTIFY_URL tests (ROOT_URLCONF=__name__).
+urlpatterns = [
+    path(
+        "hsq/",
+        include(
+            ([path("refund-notify/", notify_view, name="refund_notify")], "hsq_refunds"),
+            namespace="hsq_refunds",
+        ),
+    ),
+    path("other/", other_view, name="other"),
+    path("plain/refund-notify/", notify_view, name="refund_notify"),
+]
+
+
+def notify_messages(url: str, *, debug: bool = False, **django_settings) -> list:
+    with override_settings(ROOT_URLCONF=__name__, **django_settings):
+        return [m for m in messages({"NOTIFY_URL": url}, debug=debug) if m.id != W002_NO_MERCHANTS]
+
+
+def test_a_notify_url_that_reaches_the_notification_view_passes():
+    assert notify_messages("https://shop.example.com/hsq/refund-notify/") == []
+    assert notify_messages("https://shop.example.com/hsq/refund-notify/?from=hsq") == []
+
+
+def test_a_plain_http_notify_url_is_a_warning_unless_debug():
+    url = "http://shop.example.com/hsq/refund-notify/"
+    found = notify_messages(url)
+    assert ids(found) == [W006_NOTIFY_URL_NOT_HTTPS]
+    assert found[0].msg.startswith('HSQ_REFUNDS["NOTIFY_URL"]: ')
+    assert notify_messages(url, debug=True) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "found"),
+    [
+        ("https://shop.example.com/other/", "the view 'other'"),
+        ("https://shop.example.com/nowhere/", "no view"),
+        ("https://shop.example.com/plain/refund-notify/", "the view 'refund_notify'"),
+        ("https://shop.example.com", "no view"),
+    ],
+)
+def test_a_notify_url_that_leads_elsewhere_is_a_warning(url, found):
+    (message,) = notify_messages(url)
+    assert message.id == W007_NOTIFY_URL_VIEW
+    assert message.msg.startswith('HSQ_REFUNDS["NOTIFY_URL"]: ')
+    assert found in message.msg and "hsq_refunds:refund_notify" in message.msg
+
+
+def test_a_notify_url_is_resolved_without_the_sites_script_prefix():
+    url = "https://shop.example.com/shop/hsq/refund-notify/"
+    assert ids(notify_messages(url)) == [W007_NOTIFY_URL_VIEW]
+    assert notify_messages(url, FORCE_SCRIPT_NAME="/shop/") == []
+
+
+def test_no_notify_url_no_notify_checks():
+    with override_settings(ROOT_URLCONF=__name__):
+        assert ids(messages({})) == [W002_NO_MERCHANTS]
+
+
+# --------------------------------------------------------------------------- RATE_LIMIT_CACHE
+
+LOCMEM = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+DUMMY = {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}
+DATABASE = {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "hsq_cache"}
+
+
+def cache_messages(keys: dict, caches: dict) -> list:
+    with override_settings(CACHES=caches):
+        return [m for m in messages(keys) if m.id != W002_NO_MERCHANTS]
+
+
+def test_a_rate_limit_counted_in_a_process_local_cache_is_a_warning():
+    found = cache_messages({"RATE_LIMIT": 5}, {"default": LOCMEM})
+    assert ids(found) == [W008_RATE_LIMIT_CACHE_LOCAL]
+    assert found[0].msg.startswith('HSQ_REFUNDS["RATE_LIMIT_CACHE"]: ')
+    assert "LocMemCache" in found[0].msg and 'HSQ_REFUNDS["RATE_LIMIT"]' in found[0].msg
+    dummy = cache_messages(
+        {"RATE_LIMIT": 5, "RATE_LIMIT_CACHE": "d"}, {"default": DATABASE, "d": DUMMY}
+    )
+    assert ids(dummy) == [W008_RATE_LIMIT_CACHE_LOCAL]
+    assert "DummyCache" in dummy[0].msg
+
+
+def test_a_rate_limit_in_a_shared_cache_passes():
+    shared = {"default": LOCMEM, "shared": DATABASE}
+    assert cache_messages({"RATE_LIMIT": 5, "RATE_LIMIT_CACHE": "shared"}, shared) == []
+    assert cache_messages({"RATE_LIMIT": 5}, {"default": DATABASE}) == []
+
+
+def test_no_rate_limit_no_cache_check():
+    assert cache_messages({}, {"default": LOCMEM}) == []
+    assert cache_messages({"RATE_LIMIT_CACHE": "missing"}, {"default": LOCMEM}) == []
+
+
+def test_a_rate_limit_cache_that_is_not_in_caches_is_an_error():
+    found = cache_messages({"RATE_LIMIT": 5, "RATE_LIMIT_CACHE": "shared"}, {"default": DATABASE})
+    assert ids(found) == [E013_RATE_LIMIT_CACHE]
+    assert found[0].msg.startswith('HSQ_REFUNDS["RATE_LIMIT_CACHE"]: ')
+    assert "'shared'" in found[0].msg and "'default'" in found[0].hint

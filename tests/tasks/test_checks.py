@@ -8,6 +8,7 @@ from django.db import connection
 from django.test import override_settings
 from django_q.models import Schedule
 
+from hsq_refunds.checks import W022_Q_BATCH_TIMEOUT
 from hsq_refunds.scheduling import (
     SCHEDULE_FUNC,
     SCHEDULE_NAME,
@@ -23,7 +24,12 @@ def ids(messages) -> list[str]:
 @pytest.fixture
 def small_batches(settings):
     """Batches that fit any timeout used below, so that only W021 is in question."""
-    settings.HSQ_REFUNDS = {**settings.HSQ_REFUNDS, "TASK_BATCH_SIZE": 8, "CONCURRENCY": 8}
+    settings.HSQ_REFUNDS = {
+        **settings.HSQ_REFUNDS,
+        "TASK_BATCH_SIZE": 8,
+        "CONCURRENCY": 8,
+        "QUERY_DEADLINE": 15,
+    }
 
 
 @pytest.fixture
@@ -83,6 +89,7 @@ def test_a_timeout_shorter_than_a_slow_batch_is_reported(settings):
         "TASK_BATCH_SIZE": 100,
         "CONCURRENCY": 10,
         "READ_TIMEOUT": 15,
+        "QUERY_DEADLINE": 15,
     }
     with override_settings(Q_CLUSTER={"timeout": 100, "retry": 200}):
         (message,) = check_q_cluster()
@@ -91,6 +98,42 @@ def test_a_timeout_shorter_than_a_slow_batch_is_reported(settings):
     for key in ('Q_CLUSTER["timeout"]', 'HSQ_REFUNDS["TASK_BATCH_SIZE"]'):
         assert key in message.msg + message.hint
     with override_settings(Q_CLUSTER={"timeout": 150, "retry": 200}):
+        assert check_q_cluster() == []
+
+
+def test_the_batch_time_counts_connects_reads_and_retries_of_every_query(settings):
+    """By default a query may take every attempt's connect and read timeouts and the waits
+    between retries: (5 + 15) * 3 + 2 * 30 = 120 s, so 10 rounds of 10 take up to 1200 s."""
+    settings.HSQ_REFUNDS = {**settings.HSQ_REFUNDS, "TASK_BATCH_SIZE": 100, "CONCURRENCY": 10}
+    with override_settings(Q_CLUSTER={"timeout": 1199, "retry": 1500}):
+        (message,) = check_q_cluster()
+    assert message.id == W022_Q_BATCH_TIMEOUT
+    assert "up to 1200 s" in message.msg
+    assert 'HSQ_REFUNDS["QUERY_DEADLINE"] (120 s' in message.msg
+    assert "1200 or more" in message.hint
+    with override_settings(Q_CLUSTER={"timeout": 1200, "retry": 1500}):
+        assert check_q_cluster() == []
+
+    settings.HSQ_REFUNDS = {**settings.HSQ_REFUNDS, "RETRIES": 0, "CONNECT_TIMEOUT": 2}
+    with override_settings(Q_CLUSTER={"timeout": 169, "retry": 1500}):
+        (message,) = check_q_cluster()
+    assert "up to 170 s" in message.msg  # 10 rounds of one attempt of 2 + 15 s
+    with override_settings(Q_CLUSTER={"timeout": 170, "retry": 1500}):
+        assert check_q_cluster() == []
+
+
+def test_an_explicit_query_deadline_bounds_the_batch_time(settings):
+    settings.HSQ_REFUNDS = {
+        **settings.HSQ_REFUNDS,
+        "TASK_BATCH_SIZE": 50,
+        "CONCURRENCY": 8,
+        "QUERY_DEADLINE": 30,
+    }
+    with override_settings(Q_CLUSTER={"timeout": 209, "retry": 300}):
+        (message,) = check_q_cluster()
+    assert message.id == W022_Q_BATCH_TIMEOUT
+    assert "up to 210 s" in message.msg  # ceil(50 / 8) = 7 rounds of 30 s
+    with override_settings(Q_CLUSTER={"timeout": 210, "retry": 300}):
         assert check_q_cluster() == []
 
 
