@@ -491,12 +491,21 @@ def test_a_scenario_declares_orders_timings_and_method_faults(creds, tmp_path):
                 ],
                 "apply": {"balance_seconds": 0},
                 "notify": {"schedule": [0.1], "method": "REFUND_NOTIFY"},
-                "faults": [{"name": "http_error", "method": QUERY, "status": 503}],
+                "faults": [
+                    {"name": "http_error", "method": QUERY, "status": 503},
+                    {"name": "status", "transNo": "R0", "status": "FAIL", "times": 1},
+                ],
             }
         )
     )
     with SandboxServer(creds, scenario=scenario) as server:
-        assert accepted(server, creds, "R1", orig_amount=100)["orderStatus"] == "PROCESSING"
+        # The fault alters the answer only: the refund stays PROCESSING and keeps its 1 fen.
+        assert accepted(server, creds, "R0", orig_amount=100, amount=1)["orderStatus"] == "FAIL"
+        assert refused(server, creds, application("R1", orig_amount=100))["errorCode"] == (
+            "REFUND_AMOUNT_EXCEED"
+        )
+        result = accepted(server, creds, "R1", orig_amount=100, amount=99)
+        assert result["orderStatus"] == "PROCESSING"
         result = accepted(server, creds, "R2", orig_trans_no="P2", orig_amount=100)
         assert result["orderStatus"] == "SUCCESS"
         assert query(server.url, creds, "R1").status_code == 503

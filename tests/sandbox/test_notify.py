@@ -177,6 +177,17 @@ def test_an_unreachable_return_url_is_an_error_and_retried(gateway, creds):
     ]
 
 
+def test_a_silent_receiver_times_out(gateway, creds):
+    gateway.configure_apply(balance_seconds=0)
+    gateway.configure_notify(schedule=[], read_timeout=0.2)
+    with socket.socket() as silent:  # connections complete in its backlog; nothing answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        apply_notified(gateway, creds, f"http://127.0.0.1:{silent.getsockname()[1]}/notify")
+        (entry,) = settled(gateway)["R1"]
+    assert (entry["result"], entry["error"], entry["retry_in"]) == ("error", "ReadTimeout", None)
+
+
 def test_method_and_version_are_settable_stand_ins(gateway, creds, receiver):
     settings = gateway.configure_notify()
     assert (settings["method"], settings["version"]) == ("CALLBACK", "1.0.0")
