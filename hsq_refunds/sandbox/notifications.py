@@ -298,6 +298,9 @@ class Notifier:
         return job.generation == self._generation
 
     def _process(self, job: _Job, session: requests.Session) -> None:
+        with self._cond:
+            if not self._current(job):  # scheduled before a reset
+                return
         if not job.checked:
             job.checked = True
             if self._take_fault(job.trans_no, "notify_never", True) is not None:

@@ -253,8 +253,9 @@ def test_notify_delay_lets_a_later_status_overtake(gateway, creds, receiver):
     apply_notified(gateway, creds, receiver.url)
     (delivery,) = receiver.wait_for(1)
     assert delivery.status == "SUCCESS"
-    wait_until(lambda: "R1" in gateway.notification_log(), what="the SUCCESS entry")
-    assert gateway.notifications_pending() == 1  # PROCESSING, an hour from now
+    # What stays pending is PROCESSING, an hour from now.
+    wait_until(lambda: gateway.notifications_pending() == 1, what="SUCCESS to be done")
+    assert [e["order_status"] for e in gateway.notification_log()["R1"]] == ["SUCCESS"]
 
 
 def test_notify_never_withholds_a_notification(gateway, creds, receiver):
