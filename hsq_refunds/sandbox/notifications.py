@@ -72,7 +72,11 @@ FaultTaker = Callable[[str, str, bool], Fault | None]
 
 @dataclass(frozen=True, slots=True)
 class NotifySettings:
-    """How notifications are sent; the JSON form has the same keys."""
+    """How notifications are sent; the JSON form has the same keys.
+
+    ``method`` and ``version`` are stand-ins: HSQ's values for refund notifications are not
+    public (``CALLBACK``/``1.0.0`` were seen for payment notifications).
+    """
 
     method: str = "CALLBACK"
     version: str = "1.0.0"
