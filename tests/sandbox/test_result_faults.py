@@ -163,12 +163,12 @@ def read_all(gateway, creds, trans_no: str) -> list[bytes]:
 def test_trickle_keeps_a_per_read_timeout_from_firing(gateway, creds):
     gateway.set_fault("trickle", trans_no="R1", chunk=64, interval=0.1)
     # The whole answer takes longer than the read timeout; no single read waits that long.
-    response = query(gateway.url, creds, "R1", timeout=(5, 0.6))
+    response = query(gateway.url, creds, "R1", timeout=(5, 0.8))
     assert verified_result(response, creds)["transNo"] == "R1"
 
 
 def test_trickle_writes_headers_and_body_a_few_bytes_at_a_time(gateway, creds):
-    gateway.set_fault("trickle", trans_no="R1", chunk=16, interval=0.02)
+    gateway.set_fault("trickle", trans_no="R1", chunk=24, interval=0.04)
     pieces = read_all(gateway, creds, "R1")
     head, _, body = b"".join(pieces).partition(b"\r\n\r\n")
     assert b"\r\n\r\n" not in pieces[0]  # the headers themselves trickled
