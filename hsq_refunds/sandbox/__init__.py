@@ -10,8 +10,13 @@ or in-process::
     from hsq_refunds.sandbox import SandboxServer, create_credentials
 
     with SandboxServer(create_credentials(tmp_dir)) as gateway:
-        gateway.add_refund("R1", amount=100)
+        gateway.add_refund("R1", amount=100)       # a refund to query
+        gateway.add_order("P1", 1000, kind="card")  # an order to apply for refunds against
         ...  # point the app at gateway.url
+
+It answers ``POLYMERIZE_REFUND_QUERY`` and ``POLYMERIZE_REFUND``, and POSTs HSQ's refund
+notification to each applied refund's ``returnUrl``; faults (:mod:`.faults`) make it misbehave
+in every way a gateway can.
 
 It imports no Django.
 """

@@ -1,7 +1,8 @@
 """Command line of the sandbox gateway.
 
 ``init DIR`` writes a merchant's sandbox credentials (as HSQ issues them); ``serve --keys DIR``
-runs the gateway in the foreground, logging one line per query, until SIGINT or SIGTERM.
+runs the gateway in the foreground, logging one line per query, application and notification
+attempt, until SIGINT or SIGTERM.
 Secrets (the sign key, the key password) are printed only with ``init --show-secrets``.
 """
 
@@ -50,7 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--keys", required=True, type=Path, metavar="DIR", help="from `init`")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8765)
-    serve.add_argument("--scenario", type=Path, metavar="FILE", help="refunds and faults (JSON)")
+    serve.add_argument(
+        "--scenario",
+        type=Path,
+        metavar="FILE",
+        help="refunds, orders, faults, apply and notify settings (JSON)",
+    )
     serve.add_argument(
         "--latency", type=float, default=0.0, metavar="SECONDS", help="delay every answer"
     )

@@ -12,13 +12,14 @@ from typing import Any
 
 import requests
 
+from .applications import AddOrderMixin
 from .faults import make_fault
 from .refunds import AddRefundMixin
 
 __all__ = ["SandboxControl"]
 
 
-class SandboxControl(AddRefundMixin):
+class SandboxControl(AddRefundMixin, AddOrderMixin):
     """Client of a sandbox's JSON control endpoint (``http://HOST:PORT/sandbox``)."""
 
     def __init__(self, control_url: str, *, timeout: float = 30.0) -> None:
@@ -43,22 +44,55 @@ class SandboxControl(AddRefundMixin):
         answer = self._call("POST", "refunds", {"refunds": [dict(spec) for spec in specs]})
         return int(answer["added"])
 
+    def add_orders(self, specs: Iterable[Mapping[str, Any]]) -> int:
+        """Declare (or replace) original orders from JSON specs, all or none; returns how many."""
+        answer = self._call("POST", "orders", {"orders": [dict(spec) for spec in specs]})
+        return int(answer["added"])
+
     def set_fault(
-        self, name: str, *, trans_no: str | None = None, times: int | None = None, **params: Any
+        self,
+        name: str,
+        *,
+        trans_no: str | None = None,
+        times: int | None = None,
+        method: str | None = None,
+        **params: Any,
     ) -> None:
         """Inject a fault; see :mod:`hsq_refunds.sandbox.faults`."""
-        fault = make_fault(name, trans_no=trans_no, times=times, **params)
+        fault = make_fault(name, trans_no=trans_no, times=times, method=method, **params)
         self._call("POST", "faults", fault.to_spec())
 
     def clear_faults(self) -> None:
         self._call("DELETE", "faults")
 
+    def configure_apply(self, **settings: float) -> dict[str, float]:
+        """Set ``balance_seconds``, ``card_seconds``, ``refuse_seconds`` until the next reset."""
+        return dict(self._call("POST", "apply", settings)["apply"])
+
+    def configure_notify(self, **settings: Any) -> dict[str, Any]:
+        """Set ``method``, ``version``, ``schedule``, ``connect_timeout``, ``read_timeout``."""
+        if "schedule" in settings:
+            settings["schedule"] = list(settings["schedule"])
+        return dict(self._call("POST", "notify", settings)["notify"])
+
     def query_counts(self) -> dict[str, int]:
         """Queries received per transNo since the last reset."""
         return dict(self._call("GET", "counts")["counts"])
 
+    def application_counts(self) -> dict[str, dict[str, int]]:
+        """Per transNo, applications ``received`` and ``accepted`` since the last reset."""
+        return dict(self._call("GET", "counts")["applications"])
+
+    def notification_log(self) -> dict[str, list[dict[str, Any]]]:
+        """Every notification attempt per transNo since the last reset."""
+        return dict(self._call("GET", "notifications")["notifications"])
+
+    def notifications_pending(self) -> int:
+        """Notifications still to be delivered or retried."""
+        return int(self._call("GET", "notifications")["pending"])
+
     def reset(self) -> None:
-        """Forget refunds, faults and counts."""
+        """Forget refunds, orders, faults, counts and notifications."""
         self._call("POST", "reset")
 
     def _call(self, method: str, action: str, payload: Any = None) -> dict[str, Any]:

@@ -9,7 +9,8 @@ Enable with ``pytest_plugins = ["hsq_refunds.sandbox.pytest_plugin"]`` in a root
         ...
 
 Keys are generated once per test session and one server runs for the whole session;
-``hsq_sandbox`` resets it (refunds, faults, counts) before each test. Django is not imported.
+``hsq_sandbox`` resets it (refunds, orders, faults, counts, notifications, and the apply and
+notify settings) before each test. Django is not imported.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def hsq_sandbox_server(hsq_sandbox_credentials: Credentials) -> Iterator[Sandbox
 
 @pytest.fixture
 def hsq_sandbox(hsq_sandbox_server: SandboxServer) -> SandboxServer:
-    """The session's sandbox gateway with no refunds, faults or counts left by earlier tests."""
+    """The session's sandbox gateway with nothing left by earlier tests (refunds, orders,
+    faults, counts, notifications, settings changed with ``configure_*``)."""
     hsq_sandbox_server.reset()
     return hsq_sandbox_server
 

@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_TIMELINE",
     "SandboxRefund",
     "Step",
+    "new_trade_no",
     "not_found_result",
     "parse_refund_spec",
     "refund_spec",
@@ -99,7 +100,26 @@ class SandboxRefund:
         found = self.step_at(now)
         if found is None:
             return not_found_result(self.merchant_no, self.trans_no)
-        step, began = found
+        return self.result_of(*found)
+
+    def status_at(self, now: dt.datetime) -> str | None:
+        """The ``orderStatus`` at ``now`` (``None`` before creation or in a respCode step)."""
+        found = self.step_at(now)
+        return found[0].status if found is not None else None
+
+    def status_changes(self) -> list[tuple[float, Step]]:
+        """Each status step with the seconds from creation to its start; steps that last no
+        time are left out (nobody could see them)."""
+        changes: list[tuple[float, Step]] = []
+        offset = 0.0
+        for step in self.timeline:
+            if step.status is not None and step.seconds != 0:
+                changes.append((offset, step))
+            offset += step.seconds or 0.0
+        return changes
+
+    def result_of(self, step: Step, began: dt.datetime) -> dict[str, str]:
+        """The business result while ``step`` (which began at ``began``) is in force."""
         if step.status is None:
             resp_code = step.resp_code or "200004"
             return {
@@ -192,7 +212,7 @@ def parse_refund_spec(spec: Any, *, default_merchant_no: str, now: dt.datetime) 
         orig_trans_no=texts["origTransNo"] or "",
         extend=texts["extend"] or "",
         merchant_no=texts["merchantNo"] or default_merchant_no,
-        trade_no=texts["tradeNo"] or _new_trade_no(created_at),
+        trade_no=texts["tradeNo"] or new_trade_no(created_at),
         created_at=created_at,
         timeline=_parse_timeline(spec.get("timeline", DEFAULT_TIMELINE), where),
     )
@@ -247,7 +267,7 @@ def _parse_step(raw: Any, where: str, *, last: bool) -> Step:
     return Step(status, resp_code, None if last else float(seconds))
 
 
-def _new_trade_no(created_at: dt.datetime) -> str:
+def new_trade_no(created_at: dt.datetime) -> str:
     """A 32-digit trade number shaped like HSQ's (``120000`` + time + sequence)."""
     stamp = created_at.astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S")
     return f"120000{stamp}{next(_trade_sequence) % 10**12:012d}"

@@ -1,9 +1,12 @@
 """A fake HSQ gateway over real HTTP, for tests, benchmarks, the example project and offline work.
 
 It speaks HSQ's wire protocol (``POST /api/acquiring``, form-encoded, signed both ways) with the
-sandbox's own keys, so the code under test runs exactly as it would against HSQ. Refunds and
-faults are set in-process (thread-safe) or over the JSON control endpoint under ``/sandbox``
-(:class:`~hsq_refunds.sandbox.control.SandboxControl`), from another process.
+sandbox's own keys, so the code under test runs exactly as it would against HSQ. It answers
+refund queries, applies for refunds (against original orders it is told of or takes on trust)
+and POSTs HSQ's notification to each applied refund's ``returnUrl`` from a background thread.
+Refunds, orders, faults and settings are set in-process (thread-safe) or over the JSON control
+endpoint under ``/sandbox`` (:class:`~hsq_refunds.sandbox.control.SandboxControl`), from another
+process.
 
 The control endpoint has no authentication: keep the server on 127.0.0.1 (the default).
 
@@ -15,17 +18,20 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
 import socketserver
 import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 from .app import API_PATH, CONTROL_PATH, JSON_TYPE, Reply, SandboxApp, spring_error_body
+from .applications import AddOrderMixin
 from .control import SandboxControl
 from .credentials import Credentials
 from .refunds import AddRefundMixin
@@ -37,12 +43,15 @@ logger = logging.getLogger("hsq_refunds.sandbox")
 _MAX_BODY = 1 << 20
 
 
-class SandboxServer(AddRefundMixin):
+class SandboxServer(AddRefundMixin, AddOrderMixin):
     """The sandbox gateway on ``host:port`` (``port=0``: any free port), in a background thread.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. ``scenario`` is a JSON
-    file ``{"refunds": [...], "faults": [...]}`` loaded at construction; ``latency`` delays every
-    answer by that many seconds and, unlike faults, survives :meth:`reset`.
+    file ``{"refunds": [...], "faults": [...], "orders": [...], "apply": {...}, "notify": {...}}``
+    loaded at construction; ``latency`` delays every answer by that many seconds. ``apply``
+    (``balance_seconds``, ``card_seconds``, ``refuse_seconds``: how long applied refunds stay
+    PROCESSING) and ``notify`` (``method``, ``version``, ``schedule``, ``connect_timeout``,
+    ``read_timeout``) are settings; like the latency, they survive :meth:`reset`.
     """
 
     def __init__(
@@ -53,11 +62,13 @@ class SandboxServer(AddRefundMixin):
         *,
         scenario: str | os.PathLike[str] | None = None,
         latency: float = 0.0,
+        apply: Mapping[str, Any] | None = None,
+        notify: Mapping[str, Any] | None = None,
     ) -> None:
         self.credentials = credentials
         self.host = host
         self._requested_port = port
-        self._app = SandboxApp(credentials, latency=latency)
+        self._app = SandboxApp(credentials, latency=latency, apply=apply, notify=notify)
         if scenario is not None:
             self._app.load_scenario(scenario)
         self._httpd: _HTTPServer | None = None
@@ -71,7 +82,7 @@ class SandboxServer(AddRefundMixin):
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> SandboxServer:
-        """Bind and serve in a daemon thread; returns ``self``."""
+        """Bind and serve in a daemon thread, and start the notifier's; returns ``self``."""
         if self._httpd is not None:
             raise RuntimeError("the sandbox server is already running")
         self._httpd = _HTTPServer((self.host, self._requested_port), self._app)
@@ -82,14 +93,16 @@ class SandboxServer(AddRefundMixin):
             daemon=True,
         )
         self._thread.start()
+        self._app.notifier.start(name=f"hsq-sandbox-notify-{self.port}")
         logger.info("sandbox gateway listening on %s", self.url)
         return self
 
     def stop(self) -> None:
-        """Stop serving and close every connection, idle keep-alive ones included."""
+        """Stop serving and notifying; close every connection, idle keep-alive ones included."""
         httpd, thread = self._httpd, self._thread
         if httpd is None:
             return
+        self._app.notifier.stop()
         httpd.shutdown()
         httpd.server_close()
         httpd.close_connections()
@@ -141,21 +154,55 @@ class SandboxServer(AddRefundMixin):
         """Add (or replace) refunds from JSON specs, all or none; returns how many."""
         return self._app.add_refunds(specs)
 
+    def add_orders(self, specs: Iterable[Mapping[str, Any]]) -> int:
+        """Declare (or replace) original orders from JSON specs, all or none; returns how many."""
+        return self._app.add_orders(specs)
+
     def set_fault(
-        self, name: str, *, trans_no: str | None = None, times: int | None = None, **params: Any
+        self,
+        name: str,
+        *,
+        trans_no: str | None = None,
+        times: int | None = None,
+        method: str | None = None,
+        **params: Any,
     ) -> None:
-        """Inject a fault for one refund or (``trans_no=None``) every query; see ``faults``."""
-        self._app.set_fault(name, trans_no=trans_no, times=times, **params)
+        """Inject a fault for one refund or (``trans_no=None``) every one, aimed at one
+        ``method`` or (``None``) every channel it acts on; see :mod:`.faults`."""
+        self._app.set_fault(name, trans_no=trans_no, times=times, method=method, **params)
 
     def clear_faults(self) -> None:
         self._app.clear_faults()
+
+    def configure_apply(self, **settings: float) -> dict[str, float]:
+        """Set ``balance_seconds``, ``card_seconds``, ``refuse_seconds`` (until :meth:`reset`)
+        for refunds applied from now on; returns the settings in force."""
+        return self._app.configure_apply(settings)
+
+    def configure_notify(self, **settings: Any) -> dict[str, Any]:
+        """Set ``method``, ``version``, ``schedule``, ``connect_timeout``, ``read_timeout`` of
+        the notifications (until :meth:`reset`); returns the settings in force."""
+        return self._app.configure_notify(settings)
 
     def query_counts(self) -> dict[str, int]:
         """Queries received per transNo (signature failures and faults included)."""
         return self._app.query_counts()
 
+    def application_counts(self) -> dict[str, dict[str, int]]:
+        """Per transNo, applications ``received`` (refused ones included) and ``accepted``."""
+        return self._app.application_counts()
+
+    def notification_log(self) -> dict[str, list[dict[str, Any]]]:
+        """Every notification attempt per transNo (see :mod:`.notifications`)."""
+        return self._app.notification_log()
+
+    def notifications_pending(self) -> int:
+        """Notifications still to be delivered or retried."""
+        return self._app.notifications_pending()
+
     def reset(self) -> None:
-        """Forget refunds, faults and counts."""
+        """Forget refunds, orders, faults, counts and notifications; settings back to the
+        constructor's."""
         self._app.reset()
 
 
@@ -262,11 +309,49 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _send(self, reply: Reply) -> None:
+        if reply.trickle is not None:
+            self._send_trickling(reply, *reply.trickle)
+            return
         self.send_response(reply.status)
         self.send_header("Content-Type", JSON_TYPE)
         self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
         self.wfile.write(reply.body)
+
+    def _send_trickling(self, reply: Reply, chunk: int, interval: float, body_only: bool) -> None:
+        """Write the answer ``chunk`` bytes at a time, ``interval`` seconds apart, until done or
+        until the client hangs up (TCP_NODELAY is on: each write leaves at once)."""
+        if body_only:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", JSON_TYPE)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            data = reply.body
+        else:
+            self.log_request(reply.status)
+            head = (
+                f"{self.protocol_version} {reply.status} {_phrase(reply.status)}\r\n"
+                f"Server: {self.version_string()}\r\n"
+                f"Date: {self.date_time_string()}\r\n"
+                f"Content-Type: {JSON_TYPE}\r\n"
+                f"Content-Length: {len(reply.body)}\r\n\r\n"
+            )
+            data = head.encode("latin-1") + reply.body
+        for start in range(0, len(data), chunk):
+            if start and _hung_up(self.connection, interval):
+                logger.info(
+                    "trickle stopped: the client hung up after %d of %d bytes", start, len(data)
+                )
+                self.close_connection = True
+                return
+            try:
+                self.connection.sendall(data[start : start + chunk])
+            except OSError:
+                logger.info(
+                    "trickle stopped: the client hung up after %d of %d bytes", start, len(data)
+                )
+                self.close_connection = True
+                return
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors of the HTTP layer itself, answered Spring-style as the real gateway would."""
@@ -282,6 +367,33 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s - %s", self.address_string(), format % args)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _hung_up(connection: socket.socket, wait: float) -> bool:
+    """Wait ``wait`` seconds, or less if the client hangs up (then ``True``)."""
+    deadline = time.monotonic() + wait
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            readable, _, _ = select.select([connection], [], [], remaining)
+            if not readable:
+                return False
+            if not connection.recv(1, socket.MSG_PEEK):
+                return True  # an orderly close
+        except OSError:
+            return True
+        # The client sent something (a pipelined request): keep pausing, without spinning.
+        time.sleep(remaining)
+        return False
 
 
 def _shutdown(connection: socket.socket) -> None:

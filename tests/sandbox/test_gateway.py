@@ -155,7 +155,7 @@ def signed_failure(response, creds) -> dict:
     [
         ({"sign_key": "0" * 32}, "SIGN_ERROR"),
         ({"merchantNo": "888000000002"}, "MERCHANT_NOT_EXIST"),
-        ({"method": "POLYMERIZE_REFUND"}, "METHOD_NOT_SUPPORTED"),
+        ({"method": "POLYMERIZE_CLOSE"}, "METHOD_NOT_SUPPORTED"),
         ({"version": "2.0"}, "PARAM_ERROR"),
         ({"format": "XML"}, "PARAM_ERROR"),
         ({"signType": "RSA"}, "PARAM_ERROR"),
