@@ -101,8 +101,9 @@ Q_CLUSTER = {
     "name": "hsq_refunds_example",
     "orm": "default",
     "workers": 2,
-    "timeout": 240,
-    "retry": 300,
+    # A batch of TASK_BATCH_SIZE at CONCURRENCY, each query up to QUERY_DEADLINE (check W022).
+    "timeout": 1600,
+    "retry": 1800,
     "max_attempts": 1,
     "poll": 1,
     # After downtime, run a missed schedule once, not once per missed minute.

@@ -253,7 +253,7 @@ class RefundAdmin(admin.ModelAdmin):
         """Refunds are records of money: not deleted in the admin unless ``ALLOW_ADMIN_DELETE``
         (for development) says so. The audit rows stay protected even then."""
         parsed, _problems = conf.inspect_settings()  # a broken setting shows elsewhere
-        if not getattr(parsed, "ALLOW_ADMIN_DELETE", False):
+        if not parsed.ALLOW_ADMIN_DELETE:
             return False
         return super().has_delete_permission(request, obj)
 

@@ -517,25 +517,34 @@ def write_answers(answers: Iterable[AnsweredRefund], *, claim_token: str | None 
     """
     written: set[int] = set()
     audit: list[RefundQuery] = []
-    answers = list(answers)
-    with transaction.atomic():
-        for item in answers:
-            refund, decision = item.refund, item.decision
-            changes = storable_changes(Refund, decision.changes)
-            changes["version"] = refund.version + 1
-            guard = Q(pk=refund.pk, version=refund.version)
-            if claim_token is not None:
-                guard &= Q(claim_token=claim_token)
-                changes.update(claimed_until=None, claim_token="")
-            if not Refund.objects.filter(guard).update(**changes):
-                continue
-            written.add(refund.pk)
-            for name, value in changes.items():
+    previous: list[tuple[Refund, dict[str, Any]]] = []
+    try:
+        with transaction.atomic():
+            for item in answers:
+                refund, decision = item.refund, item.decision
+                changes = storable_changes(Refund, decision.changes)
+                changes["version"] = refund.version + 1
+                guard = Q(pk=refund.pk, version=refund.version)
+                if claim_token is not None:
+                    guard &= Q(claim_token=claim_token)
+                    changes.update(claimed_until=None, claim_token="")
+                if not Refund.objects.filter(guard).update(**changes):
+                    continue
+                written.add(refund.pk)
+                # The instance shows what was written (the signals carry it); put back below
+                # if the transaction does not commit.
+                previous.append((refund, {name: getattr(refund, name) for name in changes}))
+                for name, value in changes.items():
+                    setattr(refund, name, value)
+                audit.append(audit_row(item))
+                send_refund_signals(refund, decision)
+            if audit:
+                RefundQuery.objects.bulk_create(audit)
+    except BaseException:
+        for refund, values in previous:
+            for name, value in values.items():
                 setattr(refund, name, value)
-            audit.append(audit_row(item))
-            send_refund_signals(refund, decision)
-        if audit:
-            RefundQuery.objects.bulk_create(audit)
+        raise
     return written
 
 

@@ -509,7 +509,7 @@ def _decide_error(
         signed = isinstance(answer, GatewayError) and answer.signed
         build.schedule(policy, at_least=error_backoff(error_count, policy, signed=signed))
         reason = _STUCK.get(outcome)
-        if reason is not None and error_count >= _attention_after(policy):
+        if reason is not None and error_count >= policy.ATTENTION_AFTER_ERRORS:
             build.flag(
                 reason,
                 gettext("%(count)d failures in a row, the last: %(error)s")
@@ -527,10 +527,6 @@ def _decide_error(
         error=error,
         queried=queried,
     )
-
-
-def _attention_after(policy: HsqRefundsSettings) -> int:
-    return int(getattr(policy, "ATTENTION_AFTER_ERRORS", 5))
 
 
 def _error_outcome(exc: BaseException) -> Outcome:

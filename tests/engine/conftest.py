@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from hsq_refunds import signals
 from hsq_refunds.models import Refund
 
 
@@ -53,3 +54,28 @@ def refunds(sandbox, merchant_no) -> Callable[..., list[Refund]]:
         return list(Refund.objects.filter(trans_no__in=[r.trans_no for r in rows]).order_by("id"))
 
     return create
+
+
+@pytest.fixture
+def received(request):
+    """Every refund signal, as (signal name, trans_no, kwargs)."""
+    log: list[tuple[str, str, dict]] = []
+    hooks = []
+    for name in (
+        "refund_status_changed",
+        "refund_succeeded",
+        "refund_failed",
+        "refund_needs_attention",
+    ):
+        signal = getattr(signals, name)
+
+        def receiver(sender, refund, _name=name, **kwargs):
+            assert sender is Refund and isinstance(refund, Refund)
+            kwargs.pop("signal")
+            log.append((_name, refund.trans_no, kwargs))
+
+        signal.connect(receiver, weak=False)
+        hooks.append((signal, receiver))
+    yield log
+    for signal, receiver in hooks:
+        signal.disconnect(receiver)

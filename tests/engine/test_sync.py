@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from hsq_refunds import signals, sync
+from hsq_refunds import sync
 from hsq_refunds.gateway import ConfigurationError
 from hsq_refunds.models import Refund, RefundQuery
 from hsq_refunds.sync import RefundFailure, SyncReport, sync_refund, sync_refunds
@@ -39,31 +39,6 @@ def by_trans_no() -> dict[str, Refund]:
 
 def snapshot() -> list[tuple]:
     return list(Refund.objects.order_by("id").values_list())
-
-
-@pytest.fixture
-def received(request):
-    """Every refund signal, as (signal name, trans_no, kwargs)."""
-    log: list[tuple[str, str, dict]] = []
-    hooks = []
-    for name in (
-        "refund_status_changed",
-        "refund_succeeded",
-        "refund_failed",
-        "refund_needs_attention",
-    ):
-        signal = getattr(signals, name)
-
-        def receiver(sender, refund, _name=name, **kwargs):
-            assert sender is Refund and isinstance(refund, Refund)
-            kwargs.pop("signal")
-            log.append((_name, refund.trans_no, kwargs))
-
-        signal.connect(receiver, weak=False)
-        hooks.append((signal, receiver))
-    yield log
-    for signal, receiver in hooks:
-        signal.disconnect(receiver)
 
 
 def test_a_mix_of_refunds_reaches_every_state(
