@@ -7,7 +7,7 @@ writes is :mod:`hsq_refunds.sync`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -35,18 +35,22 @@ from .columns import (
 )
 from .conf import default_merchant_no, get_settings, merchant_numbers
 from .gateway import InvalidRequestError, check_trans_no
+from .gateway.validation import REFUND_REASON_MAX_LENGTH
 from .money import fen_to_yuan
-from .rules import FINAL_STATUSES, AttentionReason, Decision, Outcome, Status
+from .rules import FINAL_STATUSES, Application, AttentionReason, Decision, Outcome, Status
 from .signals import send_refund_signals
 
 __all__ = [
     "AnsweredRefund",
+    "Application",
     "AttentionReason",
     "Outcome",
+    "PaidOrder",
     "Refund",
     "RefundQuery",
     "Source",
     "Status",
+    "record_answer",
     "validate_trans_no",
     "write_answers",
 ]
@@ -246,6 +250,33 @@ class RefundManager(models.Manager.from_queryset(RefundQuerySet)):  # type: igno
         )
         return refund
 
+    def apply(
+        self,
+        *,
+        orig_trans_no: str,
+        orig_amount: int,
+        amount: int,
+        reason: str = "",
+        trans_no: str | None = None,
+        merchant_no: str | None = None,
+        extend: str = "",
+        refund_type: int | None = None,
+    ) -> Refund:
+        """Apply to HSQ for a refund, exactly once, never beyond what was paid: see
+        :func:`hsq_refunds.apply.apply_refund`."""
+        from .apply import apply_refund
+
+        return apply_refund(
+            orig_trans_no=orig_trans_no,
+            orig_amount=orig_amount,
+            amount=amount,
+            reason=reason,
+            trans_no=trans_no,
+            merchant_no=merchant_no,
+            extend=extend,
+            refund_type=refund_type,
+        )
+
 
 class Refund(models.Model):
     """One refund applied for at HSQ, as last verified, and when to ask about it next."""
@@ -274,6 +305,26 @@ class Refund(models.Model):
         null=True,
         blank=True,
         help_text=_("The amount expected, in fen; taken from HSQ's first answer when not given."),
+    )
+    orig_amount = models.BigIntegerField(
+        _("paid amount of the original order (fen)"),
+        null=True,
+        blank=True,
+        help_text=_("Given when the app applied for the refund."),
+    )
+    reason = models.CharField(_("refund reason"), max_length=REFUND_REASON_MAX_LENGTH, blank=True)
+    application = models.CharField(
+        _("application"),
+        max_length=STATUS_LENGTH,
+        choices=Application.choices,
+        blank=True,
+        default=Application.NONE,
+        help_text=_("Where the app's own application stands; empty when applied elsewhere."),
+    )
+    apply_attempts = models.PositiveSmallIntegerField(
+        _("applications sent"),
+        default=0,
+        help_text=_("How often the application was sent: once, unless a person sent it again."),
     )
     reported_amount = models.BigIntegerField(
         _("amount reported by HSQ (fen)"),
@@ -354,7 +405,10 @@ class Refund(models.Model):
         verbose_name = _("refund")
         verbose_name_plural = _("refunds")
         ordering = ["-applied_at"]
-        permissions = [("refresh_refund", _("Can refresh refund status from HSQ"))]
+        permissions = [
+            ("refresh_refund", _("Can refresh refund status from HSQ")),
+            ("apply_refund", _("Can apply to HSQ for refunds")),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["merchant_no", "trans_no"], name="hsq_refund_merchant_trans_uniq"
@@ -401,6 +455,35 @@ class Refund(models.Model):
     @property
     def reported_amount_yuan(self) -> Decimal | None:
         return fen_to_yuan(self.reported_amount)
+
+
+class PaidOrder(models.Model):
+    """An original (paid) order the app applied for refunds against, and what it was paid.
+
+    Its row is the lock that serializes applications for one order, so that the refunds of
+    the order that are not ``FAIL`` never add up to more than ``amount``.
+    """
+
+    merchant_no = models.CharField(_("merchant number"), max_length=MERCHANT_NO_LENGTH)
+    orig_trans_no = models.CharField(_("original order number"), max_length=TRANS_NO_LENGTH)
+    amount = models.BigIntegerField(_("paid amount (fen)"))
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    locked_at = models.DateTimeField(_("last application"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("paid order")
+        verbose_name_plural = _("paid orders")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["merchant_no", "orig_trans_no"], name="hsq_paid_order_uniq"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="hsq_paid_order_amount_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.orig_trans_no
 
 
 class Source(models.TextChoices):
@@ -559,4 +642,30 @@ def audit_row(item: AnsweredRefund, outcome: str | None = None) -> RefundQuery:
         duration_ms=item.duration_ms,
         source=item.source,
         **log,
+    )
+
+
+def record_answer(
+    refund: Refund,
+    decide: Callable[[Refund], Decision],
+    *,
+    source: str,
+    at: datetime | None = None,
+    attempts: int = 5,
+) -> tuple[Refund, Decision]:
+    """Decide on one answer about ``refund`` and write it onto the state it was decided from.
+
+    For the answers that come to the app rather than from its own sync (an application's,
+    a notification): when another writer changed the refund since it was read (the poller,
+    a second delivery), it is read again and the answer decided afresh, so that a final
+    state is never lost nor a stale one written. Returns the refund as written and the
+    decision.
+    """
+    for _attempt in range(attempts):
+        decision = decide(refund)
+        if write_answers([AnsweredRefund(refund, decision, source=source, at=at)]):
+            return refund, decision
+        refund = Refund.objects.get(pk=refund.pk)
+    raise RuntimeError(
+        f"transNo={refund.trans_no}: changed by other writers {attempts} times in a row"
     )

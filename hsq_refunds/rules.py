@@ -69,6 +69,7 @@ __all__ = [
     "ERROR_OUTCOMES",
     "FINAL_STATUSES",
     "STATUS_RANK",
+    "Application",
     "AttentionReason",
     "Decision",
     "ErrorInfo",
@@ -115,6 +116,18 @@ class AttentionReason(models.TextChoices):
     GAVE_UP = "gave_up", _("Unfinished after the maximum age")
     NOT_CONFIGURED = "not_configured", _("Merchant not configured")
     REPEATED_ERRORS = "repeated_errors", _("Its answers cannot be recorded")
+    NOT_RECEIVED = "not_received", _("The application may not have reached HSQ")
+    NOT_APPLIED_HERE = "not_applied_here", _("Not applied through this app")
+
+
+class Application(models.TextChoices):
+    """Where the app's own application for a refund stands (empty: applied elsewhere)."""
+
+    NONE = "", _("Not applied through this app")
+    SENDING = "sending", _("Written, being sent")
+    ACCEPTED = "accepted", _("Answered by HSQ")
+    REFUSED = "refused", _("Refused by HSQ")
+    UNKNOWN = "unknown", _("Sent, answer not known")
 
 
 class Outcome(models.TextChoices):
@@ -160,6 +173,10 @@ _STUCK = {
     Outcome.CONFIG_ERROR: AttentionReason.NOT_CONFIGURED,
     Outcome.INTERNAL_ERROR: AttentionReason.REPEATED_ERRORS,
 }
+#: Applications whose arrival at HSQ no answer has confirmed.
+_UNCONFIRMED = frozenset({Application.SENDING.value, Application.UNKNOWN.value})
+#: Flags that clear themselves when HSQ finds the refund after all.
+_FOUND_AFTER_ALL = frozenset({AttentionReason.NOT_FOUND.value, AttentionReason.NOT_RECEIVED.value})
 #: How many steps further along ERROR_BACKOFF a signed gateway error starts.
 _SIGNED_ERROR_EXTRA_STEPS = 2
 #: The error type of a failure that is no :class:`~hsq_refunds.gateway.HsqError`.
@@ -178,6 +195,7 @@ class RefundState(Protocol):
     error_count: int
     needs_attention: bool
     attention_reason: str
+    application: str
 
 
 @dataclass(frozen=True)
@@ -283,14 +301,26 @@ def decide(
     *,
     now: datetime,
     policy: HsqRefundsSettings,
+    pushed: bool = False,
 ) -> Decision:
-    """Apply the rules to one query outcome; see the module docstring."""
+    """Apply the rules to one query outcome; see the module docstring.
+
+    ``pushed``: the answer is HSQ's notification, not an answer to a query. Notifications may
+    arrive late and out of order, so one older than a final status is only recorded (a query
+    answering so would contradict HSQ's own final answer, and is flagged); and it is not a query.
+    """
     if isinstance(answer, RefundQueryResult):
         outcome = classify(answer)
         if outcome in ERROR_OUTCOMES:
-            return _decide_error(refund, answer, outcome, now, policy)
-        return _decide_answer(refund, answer, outcome, now, policy)
-    return _decide_error(refund, answer, _error_outcome(answer), now, policy)
+            decision = _decide_error(refund, answer, outcome, now, policy)
+        else:
+            decision = _decide_answer(refund, answer, outcome, now, policy, pushed=pushed)
+    else:
+        decision = _decide_error(refund, answer, _error_outcome(answer), now, policy)
+    if pushed:
+        decision.changes.pop("last_queried_at", None)
+        decision.changes.pop("query_count", None)
+    return decision
 
 
 def decide_failure(
@@ -352,12 +382,17 @@ def _decide_answer(
     outcome: Outcome,
     now: datetime,
     policy: HsqRefundsSettings,
+    *,
+    pushed: bool = False,
 ) -> Decision:
     build = _Builder(refund, now, queried=True)
     old = refund.status
     new = old
     mismatch = False
-    if old in FINAL_STATUSES:
+    if old in FINAL_STATUSES and pushed and outcome == Outcome.OK and _goes_backwards(old, result):
+        outcome = Outcome.OUT_OF_ORDER  # a late notification of an earlier step
+        build.changes["next_query_at"] = None
+    elif old in FINAL_STATUSES:
         # Its result is kept as it was when it became final; this answer is audit only.
         build.changes["next_query_at"] = None
         _contradict_final(build, result, outcome)
@@ -429,8 +464,10 @@ def _apply_status(
     old, new = refund.status, result.status.value  # type: ignore[union-attr]
     if new != old:
         changes["status"] = new
-    if refund.needs_attention and refund.attention_reason == AttentionReason.NOT_FOUND:
+    if refund.needs_attention and refund.attention_reason in _FOUND_AFTER_ALL:
         changes.update(needs_attention=False, attention_reason="", attention_detail="")
+    if refund.application in _UNCONFIRMED:  # HSQ has it: the application arrived
+        changes["application"] = Application.ACCEPTED.value
     if result.trade_no:
         changes["trade_no"] = result.trade_no[:TRADE_NO_LENGTH]
     if result.orig_trans_no and not refund.orig_trans_no:
@@ -469,7 +506,17 @@ def _check_amount(build: _Builder, reported: int | None) -> bool:
 def _not_found(build: _Builder, now: datetime, policy: HsqRefundsSettings) -> None:
     refund = build.refund
     grace = timedelta(seconds=policy.NOT_FOUND_GRACE)
-    if now - refund.applied_at > grace:
+    if now - refund.applied_at > grace and refund.application in _UNCONFIRMED:
+        build.flag(
+            AttentionReason.NOT_RECEIVED,
+            gettext(
+                "HSQ does not know this refund %(minutes)s minutes after the app applied for it: "
+                "the application may not have reached HSQ. It was not sent again; a person with "
+                "the apply permission can send it again from its page."
+            )
+            % {"minutes": f"{policy.NOT_FOUND_GRACE / 60:g}"},
+        )
+    elif now - refund.applied_at > grace:
         build.flag(
             AttentionReason.NOT_FOUND,
             gettext(

@@ -12,6 +12,9 @@ sync run inside a caller's transaction signals only when that transaction commit
     a ``SUCCESS`` for another amount sends ``refund_needs_attention`` with
     ``reason="amount_mismatch"`` instead, so a receiver that marks the order refunded never does
     so for money HSQ did not pay.
+``refund_applied(refund)``
+    The app applied for the refund and recorded HSQ's answer (``refund.application`` says
+    whether HSQ answered, refused, or could not be heard); sent once per application.
 ``refund_needs_attention(refund, reason)``
     The refund was flagged for a person; ``reason`` is an
     :class:`~hsq_refunds.rules.AttentionReason` value. Sent once per reason.
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from .rules import Decision
 
 __all__ = [
+    "refund_applied",
     "refund_failed",
     "refund_needs_attention",
     "refund_status_changed",
@@ -44,6 +48,7 @@ __all__ = [
 
 logger = logging.getLogger("hsq_refunds.signals")
 
+refund_applied = Signal()
 refund_status_changed = Signal()
 refund_succeeded = Signal()
 refund_failed = Signal()

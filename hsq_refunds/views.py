@@ -1,0 +1,174 @@
+"""HSQ's refund notification: the push HSQ sends to the ``returnUrl`` of an application.
+
+Received the way provider webhooks are (django-anymail, dj-stripe), with HSQ's own
+verification: the form is decoded once, verified over the received values with the sign key and
+platform certificate of the ``merchantNo`` it names, and only then read. Its result goes through
+the same rules and the same conditional write as a query's answer
+(:func:`~hsq_refunds.models.record_answer`), so a repeat, a late or out-of-order delivery or a
+race with the poller never loses a final state nor writes a stale one.
+
+Answers: ``SUCCESS`` (``text/plain``, 200) once the result is committed, also for a
+notification that changes nothing (so that HSQ stops sending it); ``FAIL`` with a 4xx for
+anything that does not verify, names a merchant that is not configured, or cannot be read
+(nothing written but a log line; never an echo of the input, never why verification failed);
+405 for anything but ``POST``; 413 above 64 KiB. The signature is the authentication, so CSRF
+is exempted for this view alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from urllib.parse import parse_qsl
+
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.utils.translation import gettext
+from django.views.decorators.csrf import csrf_exempt
+
+from .conf import get_client, get_settings
+from .gateway import ConfigurationError, HsqError, RefundQueryResult, SignatureError
+from .gateway.notification import notification_merchant_no
+from .models import Refund, Source, record_answer
+from .rules import AttentionReason, Decision, decide
+from .text import printable
+
+__all__ = ["MAX_BODY_BYTES", "refund_notify"]
+
+logger = logging.getLogger("hsq_refunds.notifications")
+
+#: A notification is well under 2 KiB; a body larger than this is not one.
+MAX_BODY_BYTES = 64 * 1024
+
+
+def _reply(status: int, text: str) -> HttpResponse:
+    return HttpResponse(text, status=status, content_type="text/plain; charset=utf-8")
+
+
+@csrf_exempt
+def refund_notify(request: HttpRequest) -> HttpResponse:
+    """Receive, verify and record one refund notification from HSQ."""
+    if request.method != "POST":
+        response = _reply(405, "FAIL")
+        response["Allow"] = "POST"
+        return response
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > MAX_BODY_BYTES:
+        return _reply(413, "FAIL")
+    body = request.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        return _reply(413, "FAIL")
+    form = _form(body, request.content_type)
+    if form is None:
+        logger.warning("refund notification refused: not a readable form")
+        return _reply(400, "FAIL")
+    try:
+        merchant_no = notification_merchant_no(form)
+        client = get_client(merchant_no)
+        result = client.verify_notification(form)
+    except ConfigurationError as exc:
+        logger.warning("refund notification refused: %s", printable(exc.message))
+        return _reply(400, "FAIL")
+    except SignatureError as exc:
+        logger.error(
+            "refund notification refused: the signature does not verify (%s); if HSQ changed "
+            "its platform certificate, update PLATFORM_CERT",
+            printable(exc.message),
+        )
+        return _reply(400, "FAIL")
+    except HsqError as exc:
+        logger.warning("refund notification refused: %s", printable(exc.message))
+        return _reply(400, "FAIL")
+    try:
+        _record(result)
+    except ValueError as exc:  # verified, but not a refund the app can hold
+        logger.error("refund notification not recorded: %s", printable(str(exc)))
+        return _reply(400, "FAIL")
+    except DatabaseError:
+        logger.exception("transNo=%s: notification not recorded", printable(result.trans_no))
+        return _reply(503, "FAIL")  # HSQ sends it again
+    return _reply(200, "SUCCESS")
+
+
+def _form(body: bytes, content_type: str) -> dict[str, str] | None:
+    """The notification's fields, decoded exactly once; ``None`` when unreadable (not UTF-8,
+    a field given twice, a value that is not text)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if content_type == "application/json":
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            return None
+        return data
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        if key in form:
+            return None
+        form[key] = value
+    return form
+
+
+def _record(result: RefundQueryResult) -> None:
+    policy = get_settings()
+    refund = Refund.objects.filter(merchant_no=result.merchant_no, trans_no=result.trans_no).first()
+    unknown = refund is None
+    if refund is None:
+        if not policy.TRACK_UNKNOWN_NOTIFICATIONS:
+            logger.warning(
+                "transNo=%s merchantNo=%s: notification for a refund this app does not track; "
+                "acknowledged, not recorded",
+                printable(result.trans_no),
+                result.merchant_no,
+            )
+            return
+        refund = Refund.objects.track(
+            result.trans_no,
+            merchant_no=result.merchant_no,
+            orig_trans_no=result.orig_trans_no[:64] or None,
+        )
+
+    def decided(current: Refund) -> Decision:
+        decision = decide(current, result, now=timezone.now(), policy=policy, pushed=True)
+        if unknown and not current.needs_attention and not decision.attention:
+            # Applied by another system: tracked from the notification, and a person told.
+            decision = replace(
+                decision,
+                attention=AttentionReason.NOT_APPLIED_HERE.value,
+                changes={
+                    **decision.changes,
+                    "needs_attention": True,
+                    "attention_reason": AttentionReason.NOT_APPLIED_HERE.value,
+                    "attention_detail": gettext(
+                        "HSQ notified about this refund; it was not applied through this app."
+                    ),
+                },
+            )
+        return decision
+
+    refund, decision = record_answer(refund, decided, source=Source.NOTIFICATION)
+    level = logging.WARNING if unknown or decision.attention else logging.INFO
+    logger.log(
+        level,
+        "transNo=%s merchantNo=%s notified: outcome=%s status=%s%s%s",
+        printable(refund.trans_no),
+        refund.merchant_no,
+        decision.outcome,
+        decision.new_status,
+        f" (was {decision.old_status})" if decision.status_changed else "",
+        " (not applied through this app)" if unknown else "",
+        extra={"trans_no": refund.trans_no, "outcome": decision.outcome},
+    )
