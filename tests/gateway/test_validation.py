@@ -1,8 +1,10 @@
-"""The value rules of ``gateway.validation`` for what an application carries."""
+"""The value rules of ``gateway.validation`` for what an application carries, and the
+refund numbers the client makes up."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -18,6 +20,7 @@ from hsq_refunds.gateway import (
     check_refund_type,
     check_return_url,
     check_text,
+    new_trans_no,
 )
 from hsq_refunds.gateway.validation import check_aware_datetime
 
@@ -88,3 +91,32 @@ def test_aware_datetimes():
         check_aware_datetime(datetime(2024, 1, 1), "request_date")
     with pytest.raises(InvalidRequestError, match=r"^request_date must be a datetime"):
         check_aware_datetime("20240101120000", "request_date")
+
+
+# --------------------------------------------------------------------------- new_trans_no
+
+
+def test_new_trans_no_is_prefix_beijing_time_and_digits():
+    now = datetime(2024, 1, 1, 4, 0, 0, tzinfo=UTC)  # 12:00 in Beijing
+    trans_no = new_trans_no(now=now)
+    assert re.fullmatch(r"RF20240101120000[0-9]{8}", trans_no)
+    assert new_trans_no("SHOP1", now=now.astimezone(timezone(timedelta(hours=-5)))).startswith(
+        "SHOP120240101120000"
+    )
+    assert len(new_trans_no("P" * 16)) == 16 + 14 + 8 <= 64
+
+
+def test_new_trans_no_differs_each_time():
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    assert new_trans_no(now=now) != new_trans_no(now=now)
+
+
+@pytest.mark.parametrize("prefix", ["", "P" * 17, "R-F", "退款", "RF\n", 1])
+def test_new_trans_no_refuses_bad_prefixes(prefix):
+    with pytest.raises(InvalidRequestError, match="prefix"):
+        new_trans_no(prefix)
+
+
+def test_new_trans_no_refuses_naive_times():
+    with pytest.raises(InvalidRequestError, match="timezone-aware"):
+        new_trans_no(now=datetime(2024, 1, 1))
