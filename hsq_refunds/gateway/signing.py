@@ -1,6 +1,6 @@
 """The sign strings and the SHA256withRSA signatures of HSQ's acquiring API.
 
-See ``PROTOCOL.md``: requests are signed over a fixed-order ``k=v&...&key=<signKey>`` string
+See ``docs/protocol.md``: requests are signed over a fixed-order ``k=v&...&key=<signKey>`` string
 with the merchant's private key; responses are verified against the platform key over
 ``result=...&success=true&key=...`` or ``errorCode=...&errorMsg=...&success=false&key=...``.
 Signatures travel as lowercase hex.
@@ -58,7 +58,10 @@ def failure_sign_strings(error_code: Any, error_msg: Any, sign_key: str) -> list
 
     Whether and how failures are signed is not documented. A missing value (JSON ``null``)
     is tried both as the empty string and as the text ``null`` (what a Java client's string
-    concatenation produces), so that any of those verifies and nothing else does.
+    concatenation produces), so that any of those verifies and nothing else does. When
+    ``errorMsg`` is empty or missing, the layout without its pair is tried as well
+    (``errorCode=<c>&success=false&key=<k>``: one public client leaves empty values out of the
+    sign string). The layouts with both pairs come first, in a fixed order.
     """
 
     def variants(value: Any) -> Iterable[str]:
@@ -66,11 +69,16 @@ def failure_sign_strings(error_code: Any, error_msg: Any, sign_key: str) -> list
             return ("", "null")
         return (value if isinstance(value, str) else json.dumps(value),)
 
-    return [
+    layouts = [
         f"errorCode={code}&errorMsg={msg}&success=false&key={sign_key}"
         for code in variants(error_code)
         for msg in variants(error_msg)
     ]
+    if error_msg is None or error_msg == "":
+        layouts.extend(
+            f"errorCode={code}&success=false&key={sign_key}" for code in variants(error_code)
+        )
+    return layouts
 
 
 def sign(private_key: rsa.RSAPrivateKey, message: str) -> str:

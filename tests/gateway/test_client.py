@@ -6,6 +6,8 @@ import json
 import math
 import pickle
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -26,6 +28,7 @@ from hsq_refunds.gateway import (
 )
 from hsq_refunds.gateway.client import _Retry
 
+from .conftest import REPO_ROOT
 from .support import (
     MERCHANT_NO,
     SIGN_KEY,
@@ -378,3 +381,18 @@ def test_invalid_requests_take_no_turn(make_client):
 def test_limiter_refuses_bad_rates(rate):
     with pytest.raises(ValueError):
         RateLimiter(rate)
+
+
+# --------------------------------------------------------------------------- no Django
+
+
+def test_the_gateway_and_the_command_line_import_no_django():
+    code = (
+        "import sys, hsq_refunds.gateway, hsq_refunds.cli\n"
+        "loaded = [m for m in sys.modules if m == 'django' or m.startswith('django.')]\n"
+        "assert not loaded, loaded"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=REPO_ROOT
+    )
+    assert done.returncode == 0, done.stderr

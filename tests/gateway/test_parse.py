@@ -1,4 +1,5 @@
-"""The response rules of PROTOCOL.md, applied by ``parse_refund_query_response``."""
+"""The response rules of docs/protocol.md, applied by ``parse_refund_query_response`` and the
+general ``parse_signed_response``."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hsq_refunds.gateway import (
+    MAX_AMOUNT_FEN,
     GatewayError,
     HsqError,
     RefundStatus,
     ResponseError,
     SignatureError,
+    SignedResult,
     TransportError,
     parse_refund_query_response,
+    parse_signed_response,
+    verify_result,
 )
 from hsq_refunds.gateway.signing import sign, success_sign_string
 
@@ -84,6 +89,11 @@ def test_success_as_string(parse, signed):
     assert parse(signed(success="true")).status is RefundStatus.SUCCESS
 
 
+@pytest.mark.parametrize("value", ["True", "TRUE", "tRuE"])
+def test_success_as_string_in_any_case(parse, signed, value):
+    assert parse(signed(success=value)).status is RefundStatus.SUCCESS
+
+
 def test_signature_in_upper_case_hex(parse, platform_private):
     envelope = json.loads(success_body(platform_private, business_result()))
     envelope["sign"] = envelope["sign"].upper()
@@ -134,9 +144,26 @@ def test_amount(parse, signed, value, expected):
 
 
 @pytest.mark.parametrize(
-    "value", [-1, "-1", "1.5", 1.5, 15.0, "abc", True, "１２", " 12", [1], "1" * 40]
+    "value", [-1, "-1", "1.5", 1.5, 15.0, "abc", True, "１２", " 12", "12\n", [1], "1" * 40]
 )
 def test_bad_amount(parse, signed, value):
+    with pytest.raises(ResponseError, match="orderAmt"):
+        parse(signed(business_result(orderAmt=value)))
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_largest_amount(parse, signed, as_text):
+    value = str(MAX_AMOUNT_FEN) if as_text else MAX_AMOUNT_FEN
+    assert parse(signed(business_result(orderAmt=value))).amount == MAX_AMOUNT_FEN
+
+
+@pytest.mark.parametrize(
+    "value",
+    [MAX_AMOUNT_FEN + 1, str(MAX_AMOUNT_FEN + 1), 2**63, 2**63 + 1, 2**64, 10**30, "9" * 18],
+)
+def test_amount_above_the_limit(parse, signed, value):
+    """Above 10^16 fen, as a JSON number or as text: refused before it can reach a 64-bit
+    column (a number above 2^63 would overflow SQLite)."""
     with pytest.raises(ResponseError, match="orderAmt"):
         parse(signed(business_result(orderAmt=value)))
 
@@ -322,7 +349,7 @@ def test_spring_error_body(parse):
     assert caught.value.status_code == 502
 
 
-@pytest.mark.parametrize("value", [..., None, "True", "yes", 1, 0, "", [True]])
+@pytest.mark.parametrize("value", [..., None, "yes", " true", "true ", 1, 0, "", [True]])
 def test_bad_success_flag(parse, platform_private, value):
     envelope = json.loads(success_body(platform_private, business_result()))
     if value is ...:
@@ -336,7 +363,7 @@ def test_bad_success_flag(parse, platform_private, value):
 # --------------------------------------------------------------------------- failures
 
 
-@pytest.mark.parametrize("success", [False, "false"])
+@pytest.mark.parametrize("success", [False, "false", "False", "FALSE"])
 def test_signed_failure(parse, platform_private, success):
     envelope = json.loads(failure_body(platform_private, "SYSTEM_ERROR", "系统繁忙"))
     envelope["success"] = success
@@ -375,6 +402,31 @@ def test_unsigned_failure(parse, sign_value):
     assert "unsigned" in str(caught.value)
 
 
+@pytest.mark.parametrize("error_msg", ["", None, ...])
+def test_signed_failure_without_the_empty_message_pair(parse, platform_private, error_msg):
+    """One public client leaves an empty errorMsg out of the sign string altogether."""
+    envelope = {"success": False, "errorCode": "SYSTEM_ERROR"}
+    if error_msg is not ...:
+        envelope["errorMsg"] = error_msg
+    text = f"errorCode=SYSTEM_ERROR&success=false&key={SIGN_KEY}"
+    envelope["sign"] = sign(platform_private, text)
+    with pytest.raises(GatewayError) as caught:
+        parse(json.dumps(envelope))
+    assert caught.value.signed
+    assert (caught.value.code, caught.value.error_msg) == ("SYSTEM_ERROR", "")
+
+
+def test_the_short_failure_layout_needs_an_empty_message(parse, platform_private):
+    """With a message, its pair must be in the signed string: leaving it out does not verify
+    (or a message could be swapped under a valid signature)."""
+    envelope = {"success": False, "errorCode": "SYSTEM_ERROR", "errorMsg": "系统繁忙"}
+    envelope["sign"] = sign(
+        platform_private, f"errorCode=SYSTEM_ERROR&success=false&key={SIGN_KEY}"
+    )
+    with pytest.raises(SignatureError, match="failure"):
+        parse(json.dumps(envelope))
+
+
 def test_failure_whose_signature_does_not_verify(parse, platform_private):
     envelope = json.loads(failure_body(platform_private, "SYSTEM_ERROR", "系统繁忙"))
     envelope["errorCode"] = "OTHER"
@@ -386,3 +438,72 @@ def test_every_error_is_an_hsq_error(parse):
     for body in (b"x", b'{"success": "maybe"}', b'{"success": false}'):
         with pytest.raises(HsqError):
             parse(body)
+
+
+# --------------------------------------------------------------------------- the general parts
+
+
+def test_signed_response_keeps_result_fields_and_sign_as_received(
+    platform_public, platform_private
+):
+    text = json.dumps(business_result(), indent=1)
+    envelope = json.loads(success_body(platform_private, text))
+    envelope["sign"] = envelope["sign"].upper()
+    signed = parse_signed_response(
+        json.dumps(envelope), sign_key=SIGN_KEY, platform_key=platform_public
+    )
+    assert isinstance(signed, SignedResult)
+    assert signed.raw_result == text
+    assert signed.fields == business_result()
+    assert signed.sign == envelope["sign"]  # exactly as received, upper case included
+    assert signed.sign not in repr(signed)
+
+
+def test_query_result_keeps_the_sign_for_later(parse, platform_public, signed):
+    body = signed()
+    result = parse(body)
+    assert result.sign == json.loads(body)["sign"]
+    assert verify_result(
+        result.raw_result, result.sign, sign_key=SIGN_KEY, platform_key=platform_public
+    )
+    assert result.sign not in repr(result)
+
+
+def test_verify_result_refuses_anything_else(parse, platform_public, platform_private, signed):
+    result = parse(signed())
+    other = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
+    assert verify_result(
+        result.raw_result, result.sign.upper(), sign_key=SIGN_KEY, platform_key=platform_public
+    )
+    for raw_result, signature, sign_key, key in [
+        (result.raw_result.replace("SUCCESS", "FAIL"), result.sign, SIGN_KEY, platform_public),
+        (result.raw_result + " ", result.sign, SIGN_KEY, platform_public),
+        (result.raw_result, result.sign[:-2] + "00", SIGN_KEY, platform_public),
+        (result.raw_result, result.sign, "f" * 32, platform_public),
+        (result.raw_result, result.sign, SIGN_KEY, other),
+        (result.raw_result, "", SIGN_KEY, platform_public),
+        (result.raw_result, "zz" * 128, SIGN_KEY, platform_public),
+        (result.raw_result, None, SIGN_KEY, platform_public),
+        (None, result.sign, SIGN_KEY, platform_public),
+        (result.raw_result.encode(), result.sign, SIGN_KEY, platform_public),
+    ]:
+        assert not verify_result(raw_result, signature, sign_key=sign_key, platform_key=key)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"x", b'{"success": "maybe"}', b'{"success": true, "result": "{}"}', b"[]"],
+)
+def test_signed_response_errors_are_hsq_errors(platform_public, body):
+    with pytest.raises(HsqError):
+        parse_signed_response(body, sign_key=SIGN_KEY, platform_key=platform_public)
+
+
+def test_signed_response_of_a_failure(platform_public, platform_private):
+    with pytest.raises(GatewayError) as caught:
+        parse_signed_response(
+            failure_body(platform_private, "LIMIT", "请求过于频繁"),
+            sign_key=SIGN_KEY,
+            platform_key=platform_public,
+        )
+    assert caught.value.signed and caught.value.code == "LIMIT"

@@ -144,7 +144,8 @@ def test_changed_success_flag(platform_private, platform_public, success):
     envelope = json.loads(success_body(platform_private, business_result()))
     envelope["success"] = success
     result = _outcome(json.dumps(envelope), platform_public)
-    assert (result is not None) == (success is True or success == "true")
+    is_true = success is True or (isinstance(success, str) and success.lower() == "true")
+    assert (result is not None) == is_true
 
 
 @PROPERTY

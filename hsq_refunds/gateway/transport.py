@@ -1,0 +1,486 @@
+"""HTTP for the gateway client: one ``requests`` session, urllib3's retries, and a deadline for
+each whole call that a slow gateway cannot stretch.
+
+urllib3's timeouts bound each socket operation, not a call: a gateway that sends its answer a
+few bytes at a time keeps a call open as long as it likes, one read timeout per byte. Every
+call therefore runs as a :class:`Call` with a deadline, watched by one :class:`_Watchdog`
+thread per process. The connections of the client's own session record their sockets in the
+call in flight (a duplicate of the descriptor, which stays valid across TLS wrapping); when
+the deadline passes, the watchdog shuts those sockets down, which ends a blocked connect
+handshake, send or read at once. The retry policy refuses to retry or wait past the deadline,
+and a new connection's connect timeout is cut to the time left. The caller then gets a
+:class:`~hsq_refunds.gateway.errors.TransportError` that names the deadline.
+
+A call that may not be sent twice (``resend=False``, an application for a refund) is retried
+only when connecting failed, that is when nothing can have reached the gateway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3 import connection as urllib3_connection
+from urllib3 import poolmanager
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+from urllib3.util.retry import Retry
+
+from .errors import TransportError
+from .validation import RETRY_AFTER_CAP
+
+__all__ = ["Call", "current_call", "make_session", "post_form", "sends_once"]
+
+#: An answer of the gateway is a few hundred bytes; anything this large is not one.
+MAX_BODY_BYTES = 1 << 20
+
+
+class _DeadlineExceeded(Exception):
+    """Ends a call from inside urllib3 once its deadline has passed."""
+
+
+# --------------------------------------------------------------------------- the call in flight
+
+
+class Call:
+    """One call to the gateway: its deadline, whether it may be sent again, its sockets.
+
+    ``deadline`` is in seconds from now. ``resend`` says whether urllib3 may send the request
+    again after it may have reached the gateway (a read error, a 5xx answer); connect failures
+    are retried either way. :meth:`expire` (the watchdog's, at the deadline) shuts down every
+    socket the call uses; :meth:`finish` ends the watch and releases them.
+    """
+
+    __slots__ = ("_lock", "_sockets", "deadline", "ends_at", "expired", "finished", "resend")
+
+    def __init__(self, deadline: float, *, resend: bool) -> None:
+        self.deadline = deadline
+        self.ends_at = time.monotonic() + deadline
+        self.resend = resend
+        self.expired = False
+        self.finished = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+
+    def remaining(self) -> float:
+        return self.ends_at - time.monotonic()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Keep a duplicate of ``sock``'s descriptor, to shut the connection down at the
+        deadline. Shutting down any descriptor of a socket ends the connection for all of them,
+        including the TLS socket that wraps (and takes over) the original."""
+        try:
+            duplicate = socket.fromfd(sock.fileno(), sock.family, sock.type, sock.proto)
+        except (OSError, ValueError):
+            return
+        with self._lock:
+            if not self.finished:
+                self._sockets.append(duplicate)
+                if self.expired:  # the deadline passed while this connection was being made
+                    _shut_down(duplicate)
+                return
+        duplicate.close()
+
+    def expire(self) -> None:
+        """The deadline has passed: end whatever the call is waiting for."""
+        with self._lock:
+            if self.finished or self.expired:
+                return
+            self.expired = True
+            # Under the lock, so that no socket is closed (and its descriptor number reused)
+            # between looking it up and shutting it down.
+            for sock in self._sockets:
+                _shut_down(sock)
+
+    def finish(self) -> None:
+        with self._lock:
+            self.finished = True
+            sockets, self._sockets = self._sockets, []
+            for sock in sockets:
+                sock.close()
+
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before a retry, unless the retry could only start too late."""
+        if self.expired:
+            raise _DeadlineExceeded
+        if seconds >= self.remaining():
+            self.expire()
+            raise _DeadlineExceeded
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+_local = threading.local()
+
+
+def current_call() -> Call | None:
+    """The call this thread has in flight, if any."""
+    return getattr(_local, "call", None)
+
+
+@contextlib.contextmanager
+def _in_flight(call: Call) -> Iterator[Call]:
+    _local.call = call
+    _WATCHDOG.watch(call)
+    try:
+        yield call
+    finally:
+        call.finish()
+        _local.call = None
+        _WATCHDOG.forget()
+
+
+class _Watchdog:
+    """One thread per process that expires calls at their deadlines (started on first use,
+    and again in a forked child, where the parent's thread does not exist)."""
+
+    #: Finished calls stay in the heap until their deadline, unless they outnumber the rest.
+    _COMPACT_AT = 256
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, Call]] = []
+        self._order = itertools.count()
+        self._finished = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, call: Call) -> None:
+        with self._condition:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="hsq-refunds-deadline", daemon=True
+                )
+                self._thread.start()
+            entry = (call.ends_at, next(self._order), call)
+            heapq.heappush(self._heap, entry)
+            if self._heap[0] is entry:
+                self._condition.notify()
+
+    def forget(self) -> None:
+        """A call finished: drop finished calls when they are most of the heap."""
+        with self._condition:
+            self._finished += 1
+            if self._finished >= self._COMPACT_AT and 2 * self._finished >= len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].finished]
+                heapq.heapify(self._heap)
+                self._finished = 0
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                due = self._wait_for_due()
+            for call in due:
+                call.expire()
+
+    def _wait_for_due(self) -> list[Call]:
+        while True:
+            now = time.monotonic()
+            due = []
+            while self._heap and (self._heap[0][2].finished or self._heap[0][0] <= now):
+                _ends_at, _order, call = heapq.heappop(self._heap)
+                if call.finished:
+                    self._finished = max(0, self._finished - 1)
+                else:
+                    due.append(call)
+            if due:
+                return due
+            self._condition.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_WATCHDOG = _Watchdog()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_WATCHDOG._reset)
+
+
+# --------------------------------------------------------------------------- urllib3 parts
+
+
+class _WatchedConnection:
+    """Records in the call in flight every socket it connects or sends on, and cuts a new
+    connection's connect timeout to the time the call has left."""
+
+    sock: socket.socket | None
+    timeout: Any
+    _hsq_call: Call | None = None
+
+    def _new_conn(self) -> socket.socket:
+        call = current_call()
+        if call is not None:
+            remaining = call.remaining()
+            if call.expired or remaining <= 0:
+                call.expire()
+                raise _DeadlineExceeded
+            if not isinstance(self.timeout, int | float) or self.timeout > remaining:
+                self.timeout = remaining
+        sock = super()._new_conn()  # type: ignore[misc]
+        if call is not None:
+            call.watch(sock)
+            self._hsq_call = call
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        call = current_call()
+        if call is not None and self.sock is not None and self._hsq_call is not call:
+            call.watch(self.sock)  # a connection kept alive from an earlier call
+            self._hsq_call = call
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_WatchedConnection, urllib3_connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_WatchedConnection, urllib3_connection.HTTPSConnection):
+    pass
+
+
+class _HTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOL_CLASSES = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
+
+
+class _Adapter(HTTPAdapter):
+    """``HTTPAdapter`` whose connections (direct or through an HTTP proxy) are watched. Through
+    a SOCKS proxy they are not: there the deadline is applied between retries and at the end."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOL_CLASSES
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if manager.pool_classes_by_scheme is poolmanager.pool_classes_by_scheme:
+            manager.pool_classes_by_scheme = _POOL_CLASSES
+        return manager
+
+
+class _Retry(Retry):
+    """urllib3's ``Retry`` with ``Retry-After`` capped, so a gateway cannot stall a sync, and
+    with the call's deadline and ``resend`` applied."""
+
+    RETRY_AFTER_CAP = RETRY_AFTER_CAP
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), self.RETRY_AFTER_CAP)
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        call = current_call()
+        if call is not None and not call.resend:
+            return False  # the gateway answered: it has the request
+        return super().is_retry(method, status_code, has_retry_after)
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> _Retry:
+        call = current_call()
+        if call is not None:
+            if call.expired:
+                raise _DeadlineExceeded
+            if not call.resend and error is not None and not self._is_connection_error(error):
+                # The request may have reached the gateway: it is not sent again.
+                raise MaxRetryError(_pool, url or "", error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+    def sleep(self, response: Any = None) -> None:
+        wait = 0.0
+        if self.respect_retry_after_header and response:
+            wait = self.get_retry_after(response) or 0.0
+        if not wait:
+            wait = self.get_backoff_time()
+        call = current_call()
+        if call is None:
+            if wait > 0:
+                time.sleep(wait)
+            return
+        call.pause(wait)
+
+
+def make_session(
+    base_url: str, *, retries: int, backoff_factor: float, pool_maxsize: int
+) -> requests.Session:
+    """A session for one gateway URL: retries, a connection pool, the environment read once.
+
+    ``requests`` reads proxy variables, ``.netrc`` and the CA bundle variables on every request
+    (a noticeable share of a query's CPU time); the proxies and CA bundle the environment gives
+    for the gateway's URL are resolved here once instead, and ``.netrc`` is never used.
+    """
+    retry = _Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        redirect=0,
+        backoff_factor=backoff_factor,
+        status_forcelist=frozenset(range(500, 600)),
+        allowed_methods=frozenset({"POST"}),
+        raise_on_status=False,
+        respect_retry_after_header=True,
+    )
+    adapter = _Adapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_maxsize)
+    session = requests.Session()
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    environment = session.merge_environment_settings(base_url, {}, None, None, None)
+    session.proxies = environment["proxies"]
+    session.verify = environment["verify"]
+    session.trust_env = False
+    session.headers["User-Agent"] = "hsq-refunds"
+    return session
+
+
+def sends_once(session: requests.Session, url: str) -> bool:
+    """Whether ``session`` (a caller's own) would not send a POST to ``url`` again once it may
+    have reached the server. Adapters other than ``HTTPAdapter`` are the caller's to vouch for."""
+    adapter = session.get_adapter(url)
+    if not isinstance(adapter, HTTPAdapter):
+        return True
+    retry = adapter.max_retries
+    if retry.total is False or retry.total == 0:
+        return True
+    post = retry._is_method_retryable("POST")
+    reads = post and retry.read not in (0, False)
+    statuses = (
+        post
+        and retry.status != 0
+        and bool(retry.status_forcelist or retry.respect_retry_after_header)
+    )
+    others = retry.other != 0
+    return not (reads or statuses or others)
+
+
+# --------------------------------------------------------------------------- one POST
+
+
+def post_form(
+    session: requests.Session,
+    url: str,
+    form: Mapping[str, str],
+    *,
+    timeout: tuple[float, float],
+    deadline: float,
+    resend: bool,
+) -> bytes:
+    """POST ``form``; the body of a 2xx answer, or :class:`TransportError`.
+
+    The whole call (connects, sends, reads, retries and the waits between them) ends by
+    ``deadline`` seconds from now, with a :class:`TransportError` that says so.
+    """
+    call = Call(deadline, resend=resend)
+    try:
+        with _in_flight(call):
+            body = _post(session, url, form, timeout)
+    except _DeadlineExceeded:
+        raise _deadline_error(deadline) from None
+    except TransportError:
+        if call.expired:
+            raise _deadline_error(deadline) from None
+        raise
+    if call.expired:  # cut off at the deadline: what was read may be incomplete
+        raise _deadline_error(deadline)
+    return body
+
+
+def _deadline_error(deadline: float) -> TransportError:
+    return TransportError(
+        f"no complete answer from the gateway within the call's deadline of {deadline:g}s"
+    )
+
+
+def _post(
+    session: requests.Session, url: str, form: Mapping[str, str], timeout: tuple[float, float]
+) -> bytes:
+    try:
+        response = session.post(
+            url,
+            data=form,
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,
+            headers={"Accept": "application/json"},
+        )
+        with response:
+            if not 200 <= response.status_code < 300:
+                raise TransportError(
+                    f"the gateway answered HTTP {response.status_code}"
+                    f"{' ' + response.reason if response.reason else ''}",
+                    status_code=response.status_code,
+                )
+            return _read_body(response)
+    except requests.RequestException as exc:
+        raise TransportError(_describe_request_failure(exc, timeout)) from None
+
+
+def _read_body(response: requests.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(chunk_size=64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise TransportError(
+                f"the gateway's answer is larger than {MAX_BODY_BYTES} bytes",
+                status_code=response.status_code,
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _describe_request_failure(exc: requests.RequestException, timeout: tuple[float, float]) -> str:
+    """A clear, secret-free message for a failed request (after urllib3's retries)."""
+    reason = _root_cause(exc)
+    if isinstance(reason, NewConnectionError):  # a subclass of ConnectTimeoutError
+        return "could not connect to the gateway (connection refused or unreachable)"
+    if isinstance(exc, requests.ConnectTimeout) or isinstance(reason, ConnectTimeoutError):
+        return f"timed out connecting to the gateway (connect timeout {timeout[0]:g}s)"
+    if isinstance(exc, requests.ReadTimeout) or isinstance(reason, ReadTimeoutError):
+        return f"timed out waiting for the gateway's answer (read timeout {timeout[1]:g}s)"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS handshake with the gateway failed"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError) or isinstance(
+        reason, ProtocolError
+    ):
+        return "the connection to the gateway broke off before a complete answer"
+    if isinstance(exc, requests.ConnectionError):
+        return "could not connect to the gateway (connection refused or unreachable)"
+    return f"request to the gateway failed ({type(exc).__name__})"
+
+
+def _root_cause(exc: BaseException) -> BaseException | None:
+    """The urllib3 error behind a requests exception (``MaxRetryError.reason`` unwrapped)."""
+    inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+    return getattr(inner, "reason", inner)
