@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -44,6 +43,7 @@ from .gateway import (
     RefundQueryResult,
     RefundStatus,
     check_trans_no,
+    new_trans_no,
 )
 from .gateway.validation import (
     EXTEND_MAX_LENGTH,
@@ -58,12 +58,9 @@ from .money import format_fen
 from .rules import Decision, Status, decide
 from .signals import refund_applied
 
-__all__ = ["OrderBalance", "apply_refund", "balance_of", "new_trans_no", "send_again"]
+__all__ = ["OrderBalance", "apply_refund", "balance_of", "send_again"]
 
 logger = logging.getLogger("hsq_refunds.apply")
-
-#: Beijing time: HSQ's ``requestDate`` and the generated transNos.
-_BEIJING = timezone.get_fixed_timezone(8 * 60)
 
 
 class OrderBalance:
@@ -96,13 +93,6 @@ def _taken(merchant_no: str, orig_trans_no: str) -> int:
     return int(total or 0)
 
 
-def new_trans_no(prefix: str | None = None) -> str:
-    """A fresh refund transNo: the prefix, Beijing time to the second, 12 random hex digits."""
-    prefix = get_settings().TRANS_NO_PREFIX if prefix is None else prefix
-    stamp = timezone.now().astimezone(_BEIJING).strftime("%Y%m%d%H%M%S")
-    return f"{prefix}{stamp}{secrets.token_hex(6).upper()}"
-
-
 def apply_refund(
     *,
     orig_trans_no: str,
@@ -132,7 +122,7 @@ def apply_refund(
     policy = get_settings()
     merchant_no = resolve_merchant(merchant_no)
     orig_trans_no = _checked(check_trans_no, orig_trans_no, "orig_trans_no")
-    trans_no = new_trans_no() if trans_no is None else trans_no
+    trans_no = new_trans_no(policy.TRANS_NO_PREFIX) if trans_no is None else trans_no
     trans_no = _checked(check_trans_no, trans_no, "trans_no")
     orig_amount = _checked(check_amount, orig_amount, "orig_amount")
     amount = _checked(check_amount, amount, "amount")
@@ -228,14 +218,14 @@ def _write_first(
             if taken + amount > order.amount:
                 _refuse(
                     gettext(
-                        "Order %(order)s was paid %(paid)s fen; %(taken)s fen are already "
-                        "refunded or in flight, so %(asked)s fen more cannot be refunded."
+                        "Order %(order)s was paid %(paid)s; %(taken)s of it is already refunded "
+                        "or in flight, so %(asked)s more cannot be refunded."
                     )
                     % {
                         "order": orig_trans_no,
-                        "paid": order.amount,
-                        "taken": taken,
-                        "asked": amount,
+                        "paid": format_fen(order.amount),
+                        "taken": format_fen(taken),
+                        "asked": format_fen(amount),
                     },
                     merchant_no,
                     orig_trans_no,

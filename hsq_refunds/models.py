@@ -356,6 +356,16 @@ class Refund(models.Model):
         editable=False,
         help_text=_("HSQ's signature of the final result: the proof that HSQ said so."),
     )
+    final_source = models.CharField(
+        _("final result came by"),
+        max_length=STATUS_LENGTH,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "How the final answer came: a query's or an application's answer (its result "
+            "text), or a notification (every field it was signed over, as JSON)."
+        ),
+    )
 
     applied_at = models.DateTimeField(_("applied at"), default=timezone.now)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
@@ -607,6 +617,8 @@ def write_answers(answers: Iterable[AnsweredRefund], *, claim_token: str | None 
                 refund, decision = item.refund, item.decision
                 changes = storable_changes(Refund, decision.changes)
                 changes["version"] = refund.version + 1
+                if "final_result" in changes:
+                    changes["final_source"] = item.source
                 guard = Q(pk=refund.pk, version=refund.version)
                 if claim_token is not None:
                     guard &= Q(claim_token=claim_token)

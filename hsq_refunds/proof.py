@@ -18,9 +18,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.utils.translation import gettext
 
 from .conf import get_settings, setting_path
-from .gateway import ConfigurationError, load_platform_key
-from .gateway.signing import success_sign_string, verify
-from .models import Refund
+from .gateway import (
+    ConfigurationError,
+    load_platform_key,
+    verify_notification_signature,
+    verify_result,
+)
+from .models import Refund, Source
 
 __all__ = ["ProofFailure", "ProofKeys", "check_proof"]
 
@@ -75,9 +79,18 @@ def check_proof(refund: Refund, keys: ProofKeys) -> ProofFailure | None:
             gettext("no stored proof (it became final before proofs were kept, or by hand)"),
         )
     sign_key, platform_key = keys.of(refund.merchant_no)
-    if not verify(
-        platform_key, success_sign_string(refund.final_result, sign_key), refund.final_sign
-    ):
+    if refund.final_source == Source.NOTIFICATION:
+        form = _json_object(refund.final_result)
+        verified = form is not None and verify_notification_signature(
+            {**form, "sign": refund.final_sign}, sign_key=sign_key, platform_key=platform_key
+        )
+        fields = _json_object(form.get("signContent", "")) if form else None
+    else:
+        verified = verify_result(
+            refund.final_result, refund.final_sign, sign_key=sign_key, platform_key=platform_key
+        )
+        fields = _json_object(refund.final_result)
+    if not verified:
         return failure(
             "signature",
             gettext(
@@ -85,11 +98,7 @@ def check_proof(refund: Refund, keys: ProofKeys) -> ProofFailure | None:
                 "certificate and sign key"
             ),
         )
-    try:
-        fields: Any = json.loads(refund.final_result)
-    except ValueError:
-        fields = None
-    if not isinstance(fields, dict):
+    if fields is None:
         return failure("mismatch", gettext("the stored answer is not a JSON object"))
     disagreements = _disagreements(refund, fields)
     if disagreements:
@@ -99,6 +108,14 @@ def check_proof(refund: Refund, keys: ProofKeys) -> ProofFailure | None:
             % {"fields": ", ".join(disagreements)},
         )
     return None
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _disagreements(refund: Refund, fields: dict[str, Any]) -> list[str]:

@@ -478,7 +478,7 @@ def _apply_status(
         changes["finished_at"] = result.finished_at or refund.finished_at
         changes["next_query_at"] = None
         changes["final_result"] = result.raw_result
-        changes["final_sign"] = getattr(result, "sign", "")
+        changes["final_sign"] = result.sign
     else:
         build.schedule(policy)
     return new, mismatch
@@ -617,5 +617,5 @@ def _log(
         "resp_code": result.resp_code[:CODE_LENGTH] if result else "",
         "status_seen": result.status.value if result and result.status else "",
         "result": result.raw_result if result else "",
-        "sign": getattr(result, "sign", "") if result else "",
+        "sign": result.sign if result else "",
     }

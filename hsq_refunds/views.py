@@ -30,7 +30,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from .conf import get_client, get_settings
 from .gateway import ConfigurationError, HsqError, RefundQueryResult, SignatureError
-from .gateway.notification import notification_merchant_no
+from .gateway.notification import NOTIFICATION_FIELDS, notification_merchant_no
 from .models import Refund, Source, record_answer
 from .rules import AttentionReason, Decision, decide
 from .text import printable
@@ -85,7 +85,7 @@ def refund_notify(request: HttpRequest) -> HttpResponse:
         logger.warning("refund notification refused: %s", printable(exc.message))
         return _reply(400, "FAIL")
     try:
-        _record(result)
+        _record(result, form)
     except ValueError as exc:  # verified, but not a refund the app can hold
         logger.error("refund notification not recorded: %s", printable(str(exc)))
         return _reply(400, "FAIL")
@@ -122,7 +122,7 @@ def _form(body: bytes, content_type: str) -> dict[str, str] | None:
     return form
 
 
-def _record(result: RefundQueryResult) -> None:
+def _record(result: RefundQueryResult, form: dict[str, str]) -> None:
     policy = get_settings()
     refund = Refund.objects.filter(merchant_no=result.merchant_no, trans_no=result.trans_no).first()
     unknown = refund is None
@@ -143,6 +143,12 @@ def _record(result: RefundQueryResult) -> None:
 
     def decided(current: Refund) -> Decision:
         decision = decide(current, result, now=timezone.now(), policy=policy, pushed=True)
+        if "final_result" in decision.changes:
+            # The proof of a notification is every field its signature covers.
+            signed = {name: form[name] for name in NOTIFICATION_FIELDS if name in form}
+            decision.changes["final_result"] = json.dumps(
+                signed, ensure_ascii=False, sort_keys=True
+            )
         if unknown and not current.needs_attention and not decision.attention:
             # Applied by another system: tracked from the notification, and a person told.
             decision = replace(

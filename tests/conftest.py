@@ -3,11 +3,15 @@ app configured to use it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.utils import timezone
+
+from hsq_refunds.models import Refund
 
 pytest_plugins = ["hsq_refunds.sandbox.pytest_plugin"]
 
@@ -50,3 +54,46 @@ def configure(settings, hsq_sandbox_settings, hsq_test_overrides) -> Callable[..
 def sandbox(hsq_sandbox, configure):
     """The session's sandbox gateway (reset), with the app configured to use it."""
     return hsq_sandbox
+
+
+@pytest.fixture
+def refunds(sandbox, merchant_no) -> Callable[..., list[Refund]]:
+    """``refunds(specs)``: tracked refunds, and their counterparts at the sandbox gateway.
+
+    A spec is ``{"transNo", "timeline"?, "amount"?, "hsq_amount"?, "known"?, "applied_ago"?,
+    "status"?, "due"?}``: ``known=False`` leaves the refund out of the gateway (200004);
+    ``hsq_amount`` is what the gateway reports when it differs from ``amount``; ``due=False``
+    puts the next query in the future; other keys are Refund fields.
+    """
+
+    def create(specs: Iterable[Mapping[str, Any]]) -> list[Refund]:
+        now = timezone.now()
+        gateway_specs = []
+        rows = []
+        for spec in specs:
+            spec = dict(spec)
+            trans_no = spec.pop("transNo")
+            amount = spec.pop("amount", 1500)
+            hsq_amount = spec.pop("hsq_amount", amount)
+            timeline = spec.pop("timeline", [{"status": "SUCCESS"}])
+            applied_at: datetime = now - spec.pop("applied_ago", timedelta(minutes=2))
+            due = spec.pop("due", True)
+            if spec.pop("known", True):
+                gateway_specs.append(
+                    {"transNo": trans_no, "amount": hsq_amount or 0, "timeline": timeline}
+                )
+            fields = {
+                "merchant_no": merchant_no,
+                "trans_no": trans_no,
+                "amount": amount,
+                "applied_at": applied_at,
+                "next_query_at": now - timedelta(seconds=1) if due else now + timedelta(hours=1),
+                **spec,
+            }
+            rows.append(Refund(**fields))
+        if gateway_specs:
+            sandbox.add_refunds(gateway_specs)
+        Refund.objects.bulk_create(rows)
+        return list(Refund.objects.filter(trans_no__in=[r.trans_no for r in rows]).order_by("id"))
+
+    return create
