@@ -896,6 +896,7 @@ def _build_client(current: HsqRefundsSettings, merchant: MerchantSettings) -> Hs
             read_timeout=current.READ_TIMEOUT,
             retries=current.RETRIES,
             backoff_factor=current.BACKOFF_FACTOR,
+            deadline=current.QUERY_DEADLINE,
             rate_limit=current.RATE_LIMIT,
             pool_maxsize=max(32, current.CONCURRENCY),
         )

@@ -241,3 +241,38 @@ def test_refunds_with_audit_rows_are_deleted_only_deliberately(refunds, sandbox)
 
     assert Refund.objects.filter(pk=refund.pk).delete_with_history() == 1
     assert not Refund.objects.exists() and not RefundQuery.objects.exists()
+
+
+# --------------------------------------------------------------------------- poisoned answers
+
+
+@pytest.mark.parametrize(
+    ("fault", "params", "synced"),
+    [
+        # Half of a cut emoji, as some JSON encoders write it: stored with U+FFFD in its place.
+        ("lone_surrogate", {}, True),
+        # A verified answer whose amount no column can hold: a malformed answer, asked again.
+        ("huge_amount", {"amount": 2**64 + 1}, False),
+    ],
+)
+def test_one_poisoned_answer_never_stops_the_others(refunds, sandbox, fault, params, synced):
+    refunds([{"transNo": "POISON"}] + [{"transNo": f"R{i:02d}"} for i in range(40)])
+    Refund.objects.filter(trans_no="POISON").update(
+        next_query_at=timezone.now() - timedelta(hours=1)  # at the head of the queue
+    )
+    sandbox.set_fault(fault, trans_no="POISON", **params)
+
+    reports = []
+    for _run in range(3):
+        reports.append(sync_refunds())
+        make_due(trans_no="POISON")
+
+    assert Refund.objects.filter(trans_no__startswith="R", status="SUCCESS").count() == 40
+    poison = Refund.objects.get(trans_no="POISON")
+    if synced:
+        assert poison.status == "SUCCESS" and "\ufffd" in poison.extend
+        assert "\\ud83d" in poison.final_result  # the proof is kept exactly as signed
+    else:
+        assert poison.status == "UNKNOWN" and poison.last_error_type == "response"
+        assert poison.error_count == 3 and poison.queries.count() == 3
+    assert reports[0].queried == 41

@@ -58,6 +58,16 @@ FAULTS = [
         id="signed-failure",
     ),
     pytest.param("double_encoding_missing", {}, "response", id="result-not-double-encoded"),
+    # An amount no refund can have, as a JSON number past 2^64 or as text past 10^16 fen.
+    pytest.param("huge_amount", {}, "response", id="amount-past-2-64"),
+    pytest.param(
+        "verbatim_result",
+        {"result": '{"transNo":"R-FAULTY","orderStatus":"SUCCESS","orderAmt":"99999999999999999"}'},
+        "response",
+        id="amount-past-10-16",
+    ),
+    # An answer sent a few bytes at a time: the query's deadline ends it.
+    pytest.param("trickle", {"chunk": 2, "interval": 0.3}, "transport", id="trickled-answer"),
 ]
 
 

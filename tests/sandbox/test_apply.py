@@ -115,7 +115,7 @@ def test_amounts_and_refund_type_may_be_numeric_strings(gateway, creds):
 
 
 def test_the_known_answer_layout_is_accepted(gateway, creds):
-    """The business JSON of PROTOCOL.md's second known answer, field for field."""
+    """The business JSON of docs/protocol.md's second known answer, field for field."""
     business = {
         "transNo": "RF20240101120000001",
         "refundType": 1,

@@ -1,4 +1,4 @@
-"""The sandbox answers HSQ's refund query over real HTTP, signed both ways, as PROTOCOL.md says."""
+"""The sandbox answers HSQ's refund query over real HTTP, signed both ways, as docs/protocol.md says."""
 
 from __future__ import annotations
 

@@ -111,7 +111,7 @@ def application(
     return_url: Any = None,
     extend: Any = None,
 ) -> dict[str, Any]:
-    """An application's business fields, in the order PROTOCOL.md's known answer has them."""
+    """An application's business fields, in the order docs/protocol.md's known answer has them."""
     business: dict[str, Any] = {
         "transNo": trans_no,
         "refundType": refund_type,
