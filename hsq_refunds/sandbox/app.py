@@ -1,11 +1,11 @@
 """The sandbox gateway's behaviour, free of sockets: a request body in, a :class:`Reply` out.
 
 It answers ``POLYMERIZE_REFUND_QUERY`` and ``POLYMERIZE_REFUND`` (dispatched on the form's
-``method``) exactly as ``docs/protocol.md`` describes HSQ: the request's signature is checked with the
-merchant's public key over the sign string of the *received* values, and every answer (success
-or failure) is signed with the platform private key. The same object holds the sandbox's state
-(refunds, orders, faults, counts, the notifier) behind one lock, and answers the JSON control
-endpoint under ``/sandbox``.
+``method``) exactly as ``docs/protocol.md`` describes HSQ: the request's signature is checked
+with the merchant's public key over the sign string of the *received* values, and every
+answer (success or failure) is signed with the platform private key. The same object holds
+the sandbox's state (refunds, orders, faults, counts, the notifier) behind one lock, and
+answers the JSON control endpoint under ``/sandbox``.
 """
 
 from __future__ import annotations

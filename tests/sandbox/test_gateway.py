@@ -1,4 +1,5 @@
-"""The sandbox answers HSQ's refund query over real HTTP, signed both ways, as docs/protocol.md says."""
+"""The sandbox answers HSQ's refund query over real HTTP, signed both ways, as
+docs/protocol.md says."""
 
 from __future__ import annotations
 
