@@ -10,9 +10,8 @@ type and the gateway's own code and message: never a 500, never key material.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -31,7 +30,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import conf, tasks
 from .gateway import ConfigurationError, HsqError
-from .models import Refund, RefundQuery
+from .models import Refund, RefundQuery, RefundQuerySet
 from .money import format_fen, yuan_to_fen
 from .report import SyncReport, describe_error, describe_failures, error_label
 from .sync import sync_refund, sync_refunds
@@ -69,7 +68,7 @@ class RefundAddForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        field = self.fields["merchant_no"]
+        field = cast(forms.ChoiceField, self.fields["merchant_no"])
         self.settings_error: ConfigurationError | None = None
         try:
             merchants = conf.merchant_numbers()
@@ -90,7 +89,7 @@ class RefundAddForm(forms.ModelForm):
                 gettext("The HSQ_REFUNDS setting is invalid: %(error)s (see manage.py check).")
                 % {"error": self.settings_error}
             )
-        return super().clean()
+        return super().clean() or {}
 
     def amount_fen(self) -> int | None:
         """The amount typed, in fen (``None`` when left empty)."""
@@ -307,13 +306,15 @@ class RefundAdmin(admin.ModelAdmin):
             kwargs["fields"] = None
         return super().get_form(request, obj, change=change, **kwargs)
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Refund | None = None) -> Sequence[str]:
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: Refund | None = None
+    ) -> list[str] | tuple[str, ...]:
         if obj is None:
             return ()
-        shown = [name for _title, options in self.fieldsets for name in options["fields"]]
+        shown = [str(name) for _title, options in self.fieldsets for name in options["fields"]]
         return [name for name in shown if name not in self.editable_fields]
 
-    def get_inlines(self, request: HttpRequest, obj: Refund | None) -> Sequence[type]:
+    def get_inlines(self, request: HttpRequest, obj: Refund | None) -> Any:
         return self.inlines if obj is not None else ()
 
     def save_model(self, request: HttpRequest, obj: Refund, form: Any, change: bool) -> None:
@@ -387,7 +388,7 @@ class RefundAdmin(admin.ModelAdmin):
         description=_("Mark as handled (clear “needs attention”)"), permissions=["change"]
     )
     def clear_attention(self, request: HttpRequest, queryset: QuerySet[Refund]) -> None:
-        cleared = queryset.clear_attention()
+        cleared = cast(RefundQuerySet, queryset).clear_attention()
         self.message_user(
             request,
             ngettext(
@@ -455,7 +456,9 @@ class RefundAdmin(admin.ModelAdmin):
             raise PermissionDenied
         refund = self.get_object(request, unquote(object_id))
         if refund is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            return self._get_obj_does_not_exist_redirect(  # type: ignore[attr-defined]
+                request, self.opts, object_id
+            )
         if not self.has_view_or_change_permission(request, refund):
             raise PermissionDenied
         if request.method != "POST":

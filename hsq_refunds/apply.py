@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
@@ -171,7 +172,11 @@ def send_again(refund: Refund, *, refund_type: int | None = None) -> Refund:
 # --------------------------------------------------------------------------- the steps
 
 
-def _checked(check: Callable[..., object], value: object, name: str) -> object:
+_T = TypeVar("_T")
+
+
+def _checked(check: Callable[[object, str], _T], value: object, name: str) -> _T:
+    """The gateway's own check of an argument; its error is the caller's ``ValueError``."""
     try:
         return check(value, name)
     except InvalidRequestError as exc:

@@ -170,7 +170,11 @@ def _check_keys(merchant_no: str, entry: Mapping[str, Any]) -> list[CheckMessage
             )
     password = entry.get("PRIVATE_KEY_PASSWORD")
     private_key = entry.get("PRIVATE_KEY")
-    if _present(private_key) and (password is None or isinstance(password, str)):
+    if (
+        private_key is not None
+        and _present(private_key)
+        and (password is None or isinstance(password, str))
+    ):
         try:
             load_private_key(private_key, password or None)
         except ConfigurationError as exc:
@@ -188,7 +192,7 @@ def _check_keys(merchant_no: str, entry: Mapping[str, Any]) -> list[CheckMessage
                 )
             )
     platform_cert = entry.get("PLATFORM_CERT")
-    if _present(platform_cert):
+    if platform_cert is not None and _present(platform_cert):
         try:
             load_platform_key(platform_cert)
         except ConfigurationError as exc:

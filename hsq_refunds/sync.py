@@ -78,7 +78,7 @@ ProgressCallback = Callable[[int, "int | None"], None]
 
 def due_id_pages(queryset: models.QuerySet[Refund], size: int) -> Iterator[list[int]]:
     """Ids of due refunds in pages, keyset-paginated on ``(next_query_at, id)``."""
-    after: tuple[datetime, int] | None = None
+    after: tuple[datetime | None, int] | None = None
     ordered = queryset.order_by("next_query_at", "id").values_list("next_query_at", "id")
     while True:
         page_qs = ordered
@@ -143,7 +143,7 @@ def _select(
     if refunds is not None and trans_nos is not None:
         raise ValueError("give refunds or trans_nos, not both")
     if isinstance(refunds, models.QuerySet) and not refunds.query.is_sliced:
-        queryset = refunds.filter(filters)
+        queryset = Refund.objects.filter(filters, pk__in=refunds.values("pk"))
         return _Selection(queryset.id_pages(size), Q(), queryset.count)
     if refunds is not None:
         ids = _ids_of(refunds)

@@ -63,7 +63,7 @@ def refund_notify(request: HttpRequest) -> HttpResponse:
     body = request.read(MAX_BODY_BYTES + 1)
     if len(body) > MAX_BODY_BYTES:
         return _reply(413, "FAIL")
-    form = _form(body, request.content_type)
+    form = _form(body, request.content_type or "")
     if form is None:
         logger.warning("refund notification refused: not a readable form")
         return _reply(400, "FAIL")

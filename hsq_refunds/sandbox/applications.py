@@ -168,7 +168,7 @@ def parse_order_spec(spec: Any) -> Order:
     kind = spec.get("kind", "balance")
     if kind not in KINDS:
         raise ValueError(f"{where}: kind must be one of {', '.join(KINDS)}")
-    return Order(orig_trans_no, amount, kind)
+    return Order(str(orig_trans_no), amount, kind)
 
 
 def _order_number(value: Any) -> bool:
@@ -214,9 +214,9 @@ def parse_application(business: Mapping[str, Any], now: dt.datetime) -> Applicat
         except HsqError:
             raise _param_error("returnUrl") from None
     return Application(
-        trans_no=trans_no,
+        trans_no=str(trans_no),
         refund_type=refund_type,
-        orig_trans_no=orig_trans_no,
+        orig_trans_no=str(orig_trans_no),
         orig_amount=orig_amount,
         amount=amount,
         request_date=request_date,

@@ -96,19 +96,19 @@ class Command(BaseCommand):
                 "Schedule “%(name)s” created: every %(minutes)d minute, first run at %(next_run)s.",
                 "Schedule “%(name)s” created: every %(minutes)d minutes, first run at "
                 "%(next_run)s.",
-                result.minutes,
+                result.minutes or 0,
             ),
             ScheduleAction.UPDATED: ngettext(
                 "Schedule “%(name)s” updated: every %(minutes)d minute, next run at %(next_run)s.",
                 "Schedule “%(name)s” updated: every %(minutes)d minutes, next run at %(next_run)s.",
-                result.minutes,
+                result.minutes or 0,
             ),
             ScheduleAction.UNCHANGED: ngettext(
                 "Schedule “%(name)s” unchanged: every %(minutes)d minute, next run at "
                 "%(next_run)s.",
                 "Schedule “%(name)s” unchanged: every %(minutes)d minutes, next run at "
                 "%(next_run)s.",
-                result.minutes,
+                result.minutes or 0,
             ),
         }
         return texts[result.action] % values
