@@ -50,6 +50,7 @@ from django.utils.translation import gettext, ngettext, pgettext
 
 from .conf import HsqRefundsSettings, get_client, get_settings, merchant_numbers, setting_path
 from .gateway import ConfigurationError, HsqClient, RefundQueryResult
+from .health import current_trigger, record_sync_run
 from .models import Refund, RefundQuery
 from .rules import (
     ERROR_MESSAGE_LENGTH,
@@ -774,6 +775,9 @@ def sync_refunds(
     )
     report = run.execute(selection)
     logger.info("sync finished: %s", report.summary())
+    record_sync_run(
+        report, started_at=run.started_at, finished_at=timezone.now(), trigger=current_trigger()
+    )
     return report
 
 
