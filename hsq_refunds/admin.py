@@ -29,6 +29,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from . import conf, tasks
+from .dashboard import DashboardAdminMixin
 from .export import ExportAdminMixin
 from .gateway import ConfigurationError, HsqError
 from .models import Refund, RefundQuery
@@ -194,7 +195,7 @@ class RefundQueryInline(admin.TabularInline):
 
 
 @admin.register(Refund)
-class RefundAdmin(ExportAdminMixin, admin.ModelAdmin):
+class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
     """Refunds: the list, a refund's page with its queries, adding and refreshing."""
 
     list_display = (
