@@ -29,6 +29,8 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from . import conf, tasks
+from .dashboard import DashboardAdminMixin
+from .export import ExportAdminMixin
 from .gateway import ConfigurationError, HsqError
 from .models import Refund, RefundQuery, RefundQuerySet
 from .money import format_fen, yuan_to_fen
@@ -150,7 +152,7 @@ class RefundQueryInline(admin.TabularInline):
 
 
 @admin.register(Refund)
-class RefundAdmin(admin.ModelAdmin):
+class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
     """Refunds: the list, a refund's page with its queries, adding and refreshing."""
 
     list_display = (
@@ -169,7 +171,7 @@ class RefundAdmin(admin.ModelAdmin):
     search_help_text = _("Refund order number, original order number or HSQ trade number.")
     list_per_page = 50
     show_full_result_count = False
-    actions = ("refresh_status", "clear_attention")
+    actions = ("refresh_status", "clear_attention", "export_csv")
     inlines = (RefundQueryInline,)
 
     #: What a person may edit on a tracked refund; everything else comes from HSQ.

@@ -447,6 +447,18 @@ class Refund(models.Model):
                 fields=["id"], condition=Q(needs_attention=True), name="hsq_refund_attention_idx"
             ),
             models.Index(fields=["-applied_at"], name="hsq_refund_applied_idx"),
+            # Per status by time: the dashboard's counts and amounts per status for a period
+            # and the unfinished refunds by age (index-only scans on PostgreSQL: the amount is
+            # in the index too), the oldest unfinished refund of each status.
+            models.Index(
+                fields=["status", "applied_at", "amount"], name="hsq_refund_status_applied_idx"
+            ),
+            # Claims still held: a few rows at any time, however large the table.
+            models.Index(
+                fields=["claimed_until"],
+                condition=Q(claimed_until__isnull=False),
+                name="hsq_refund_claimed_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -681,3 +693,63 @@ def record_answer(
     raise RuntimeError(
         f"transNo={refund.trans_no}: changed by other writers {attempts} times in a row"
     )
+
+
+# --------------------------------------------------------------------------- sync runs
+
+
+class SyncTrigger(models.TextChoices):
+    """What started a sync run."""
+
+    COMMAND = "command", _("management command")
+    ADMIN = "admin", _("admin")
+    TASK = "task", _("django-q2 task")
+    API = "api", _("Python call")
+
+
+class SyncRunQuerySet(models.QuerySet["SyncRun"]):
+    def prune(self, older_than: timedelta | datetime) -> int:
+        """Delete runs that finished before ``older_than`` (an age or a cutoff time), in
+        batches; returns how many were deleted."""
+        cutoff = timezone.now() - older_than if isinstance(older_than, timedelta) else older_than
+        deleted = 0
+        old = self.filter(finished_at__lt=cutoff)
+        while True:
+            ids = list(old.order_by().values_list("id", flat=True)[:_PRUNE_BATCH])
+            if not ids:
+                return deleted
+            deleted += SyncRun.objects.using(self.db).filter(id__in=ids).delete()[0]
+
+
+class SyncRun(models.Model):
+    """One (not dry) run of :func:`hsq_refunds.sync.sync_refunds` and how it ended.
+
+    Written by :func:`hsq_refunds.health.record_sync_run`; read by the health checks and the
+    admin dashboard. Older runs than ``HSQ_REFUNDS["HEALTH"]["RUN_RETENTION_DAYS"]`` are
+    deleted as new ones are recorded.
+    """
+
+    Trigger = SyncTrigger
+
+    started_at = models.DateTimeField(_("started at"))
+    finished_at = models.DateTimeField(_("finished at"))
+    trigger = models.CharField(_("started by"), max_length=16, choices=SyncTrigger.choices)
+    selected = models.PositiveIntegerField(_("selected"), default=0)
+    queried = models.PositiveIntegerField(_("queried"), default=0)
+    error_count = models.PositiveIntegerField(_("errors"), default=0)
+    errors_by_type = models.JSONField(
+        _("errors by type"), default=dict, blank=True, help_text=_("Error type -> count.")
+    )
+    ok = models.BooleanField(_("without errors"), default=True)
+    summary = models.TextField(_("summary"), blank=True)
+
+    objects = SyncRunQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("sync run")
+        verbose_name_plural = _("sync runs")
+        ordering = ["-finished_at", "-id"]
+        indexes = [models.Index(fields=["finished_at"], name="hsq_syncrun_finished_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.trigger} {self.finished_at:%Y-%m-%d %H:%M:%S} ok={self.ok}"

@@ -52,6 +52,7 @@ from django.utils.translation import gettext
 
 from .conf import HsqRefundsSettings, get_client, get_settings, merchant_numbers, setting_path
 from .gateway import ConfigurationError, HsqClient, RefundQueryResult
+from .health import current_trigger, record_sync_run
 from .models import AnsweredRefund, Refund, RefundQuery, audit_row, write_answers
 from .report import UNKNOWN_REFUND, RefundFailure, SyncReport
 from .rules import ERROR_OUTCOMES, Decision, Outcome, decide, decide_failure
@@ -624,6 +625,9 @@ def _sync(
     )
     report = run.execute(selection)
     logger.info("sync finished: %s", report.summary())
+    record_sync_run(
+        report, started_at=run.started_at, finished_at=timezone.now(), trigger=current_trigger()
+    )
     return report
 
 
