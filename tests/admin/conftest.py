@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from hsq_refunds.models import Refund
 
@@ -31,13 +29,10 @@ def merchant_no(hsq_sandbox_credentials) -> str:
 
 
 @pytest.fixture
-def make_refund(sandbox) -> Callable[..., Refund]:
-    """``make_refund(trans_no, timeline=..., amount=..., known=True, **fields)``.
-
-    Tracks a refund applied for two minutes ago and, unless ``known=False``, adds its
-    counterpart at the sandbox gateway with ``timeline`` (default: already ``SUCCESS``).
-    Other keyword arguments are Refund fields written after tracking.
-    """
+def make_refund(refunds) -> Callable[..., Refund]:
+    """``make_refund(trans_no, timeline=..., amount=..., known=True, **fields)``: one refund
+    applied for two minutes ago, here and (unless ``known=False``) at the sandbox gateway with
+    ``timeline`` (default: already ``SUCCESS``); see the suite's ``refunds`` factory."""
 
     def make(
         trans_no: str,
@@ -48,19 +43,8 @@ def make_refund(sandbox) -> Callable[..., Refund]:
         known: bool = True,
         **fields: Any,
     ) -> Refund:
-        if known:
-            sandbox.add_refund(
-                trans_no, amount=amount, timeline=list(timeline), orig_trans_no=orig_trans_no
-            )
-        refund = Refund.objects.track(
-            trans_no,
-            amount=amount,
-            orig_trans_no=orig_trans_no or None,
-            applied_at=timezone.now() - timedelta(minutes=2),
-        )
-        if fields:
-            Refund.objects.filter(pk=refund.pk).update(**fields)
-            refund.refresh_from_db()
+        spec = {"transNo": trans_no, "timeline": list(timeline), "amount": amount, "known": known}
+        [refund] = refunds([{**spec, "orig_trans_no": orig_trans_no, **fields}])
         return refund
 
     return make

@@ -11,7 +11,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.utils import timezone
 
 from hsq_refunds.models import Refund
 
@@ -27,35 +26,23 @@ def hsq_test_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_refunds(sandbox, merchant_no) -> Callable[..., list[Refund]]:
-    """``make_refunds(trans_nos, status="PROCESSING", amount=1500, **fields)``: due refunds.
-
-    Each is tracked as applied for five minutes ago and due a second ago, and known to the
-    sandbox as already ``SUCCESS`` (with the same amount), so one good query finishes it.
-    Returns the rows in the order given.
-    """
+def make_refunds(refunds) -> Callable[..., list[Refund]]:
+    """``make_refunds(trans_nos, status="PROCESSING", amount=1500, **fields)``: due refunds
+    applied for five minutes ago, known to the sandbox as already ``SUCCESS`` with the same
+    amount (so one good query finishes each), in the order given (see ``refunds``)."""
 
     def create(
         trans_nos: Sequence[str], *, status: str = "PROCESSING", amount: int = 1500, **fields: Any
     ) -> list[Refund]:
-        now = timezone.now()
-        sandbox.add_refunds(
-            {"transNo": trans_no, "amount": amount, "timeline": [{"status": "SUCCESS"}]}
-            for trans_no in trans_nos
-        )
-        Refund.objects.bulk_create(
-            Refund(
-                merchant_no=merchant_no,
-                trans_no=trans_no,
-                status=status,
-                amount=amount,
-                applied_at=now - timedelta(minutes=5),
-                next_query_at=now - timedelta(seconds=1),
+        return refunds(
+            {
+                "transNo": trans_no,
+                "status": status,
+                "amount": amount,
+                "applied_ago": timedelta(minutes=5),
                 **fields,
-            )
+            }
             for trans_no in trans_nos
         )
-        by_trans_no = {r.trans_no: r for r in Refund.objects.filter(trans_no__in=trans_nos)}
-        return [by_trans_no[trans_no] for trans_no in trans_nos]
 
     return create
