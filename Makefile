@@ -6,16 +6,21 @@ SHELL := /bin/bash
 PYTHON ?= $(shell for p in python3 python3.11 python3.12 python3.13 $$HOME/.pyenv/shims/python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 	&& { command -v $$p; break; }; done)
+# Python 3.12 for Django 6.0 (the line between the LTS and the newest).
+PYTHON312 ?= $(shell for p in $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null) python3.12; do \
+	$$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 # Python 3.13 for the second supported line (newest Django 6.1).
 PYTHON313 ?= $(shell for p in $$(ls -d $$HOME/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null) python3.13; do \
 	$$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 
 VENV := .venv
+VENV312 := .venv-py312
 VENV313 := .venv-py313
 BIN := $(VENV)/bin
 PYTEST_FAST := -m "not slow and not browser and not postgres and not redis"
 
-.PHONY: help demo serve test lint format test-sqlite test-postgres test-py313 system-deps services-stop bench clean
+.PHONY: help demo serve test lint format package test-sqlite test-postgres test-py312 test-py313 \
+	system-deps services-stop bench clean
 
 help:
 	@echo "make demo   - the example project syncing refunds from the local sandbox gateway"
@@ -28,6 +33,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+$(VENV312)/.installed: pyproject.toml
+	@test -n "$(PYTHON312)" || { echo "Python 3.12 is needed for the Django 6.0 run" >&2; exit 1; }
+	$(PYTHON312) -m venv $(VENV312)
+	$(VENV312)/bin/pip install -q --upgrade pip
+	$(VENV312)/bin/pip install -q -e '.[test]' 'Django>=6.0,<6.1'
 	@touch $@
 
 $(VENV313)/.installed: pyproject.toml
@@ -57,11 +69,20 @@ format: $(VENV)/.installed
 
 test: system-deps $(VENV)/.installed
 	$(MAKE) lint
+	$(MAKE) package
 	$(BIN)/python -m tests.services start
 	$(MAKE) test-sqlite
 	$(MAKE) test-postgres
+	$(MAKE) test-py312
 	$(MAKE) test-py313
 	$(BIN)/python -m tests.services stop
+
+# The sdist and the wheel, checked as a package index would (metadata, README, contents).
+package: $(VENV)/.installed
+	rm -rf dist
+	$(BIN)/python -m build -q --outdir dist . >/dev/null
+	$(BIN)/twine check --strict dist/*
+	$(BIN)/check-wheel-contents dist/*.whl
 
 # The whole suite on SQLite (browser, Redis and multi-process tests included).
 test-sqlite: $(VENV)/.installed
@@ -71,6 +92,10 @@ test-sqlite: $(VENV)/.installed
 test-postgres: $(VENV)/.installed
 	HSQ_TEST_DATABASE=postgres $(BIN)/python -m pytest -p no:cacheprovider -m "not browser" \
 		--ignore=tests/gateway --ignore=tests/sandbox
+
+# The fast part once more on Python 3.12 with Django 6.0.
+test-py312: $(VENV312)/.installed
+	$(VENV312)/bin/python -m pytest -p no:cacheprovider $(PYTEST_FAST)
 
 # The fast part once more on Python 3.13 with the newest Django 6.1.
 test-py313: $(VENV313)/.installed
@@ -84,4 +109,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/sync_throughput.py
 
 clean:
-	rm -rf $(VENV) $(VENV313) .pytest_cache .ruff_cache .hypothesis build dist
+	rm -rf $(VENV) $(VENV312) $(VENV313) .pytest_cache .ruff_cache .hypothesis build dist
