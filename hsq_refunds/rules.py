@@ -64,6 +64,7 @@ from .gateway import (
     SignatureError,
     TransportError,
 )
+from .money import format_fen
 
 __all__ = [
     "ERROR_OUTCOMES",
@@ -497,8 +498,8 @@ def _check_amount(build: _Builder, reported: int | None) -> bool:
     build.changes["reported_amount"] = reported
     build.flag(
         AttentionReason.AMOUNT_MISMATCH,
-        gettext("HSQ reports %(reported)s fen; %(expected)s fen were expected.")
-        % {"reported": reported, "expected": expected},
+        gettext("HSQ reports %(reported)s; %(expected)s was expected.")
+        % {"reported": format_fen(reported), "expected": format_fen(expected)},
     )
     return True
 

@@ -1,13 +1,33 @@
-"""Progress of a long command: a tqdm bar on a terminal, plain lines in a log."""
+"""What long commands show: progress (a tqdm bar on a terminal, plain lines in a log), and
+nothing at all at ``-v 0``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from django.utils.translation import gettext
 
-__all__ = ["Progress", "synced", "verified"]
+__all__ = ["Progress", "quiet_unless_logged", "synced", "verified"]
+
+
+@contextlib.contextmanager
+def quiet_unless_logged(verbosity: int) -> Iterator[None]:
+    """At ``-v 0``, keep the app's log lines off the terminal when the project configures no
+    handler for them: Python would otherwise print warnings through its last-resort handler.
+    A project that configures logging gets its lines as configured."""
+    logger = logging.getLogger("hsq_refunds")
+    if verbosity >= 1 or logger.hasHandlers():
+        yield
+        return
+    handler = logging.NullHandler()
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def synced(done: int, total: int | None) -> str:

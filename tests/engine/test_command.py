@@ -195,6 +195,21 @@ class TestChildProcess:
         assert "Traceback" not in done.stderr
         assert Refund.objects.get(trans_no="S1").status == "UNKNOWN"
 
+    def test_verbosity_0_prints_no_log_lines_when_the_project_configures_none(
+        self, refunds, sandbox
+    ):
+        refunds(GOOD)
+        sandbox.set_fault("drop", trans_no="S1")
+        done = run_manage(["sync_refunds", "-v", "0"])
+        assert done.returncode == 1
+        assert "transNo=S1" not in done.stderr and "WARNING" not in done.stderr
+        assert done.stdout.strip().count("\n") == 0  # the summary alone
+
+    def test_the_schedule_command_is_silent_at_verbosity_0(self):
+        done = run_manage(["hsq_refunds_schedule", "-v", "0"])
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == ""
+
     def test_exit_1_for_an_unknown_trans_no(self, refunds, sandbox):
         done = run_manage(["sync_refunds", "NOPE"])
         assert done.returncode == 1

@@ -77,7 +77,8 @@ class Command(BaseCommand):
                 result = install_schedule(minutes)
         except (ImproperlyConfigured, ConfigurationError) as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(self._describe(result))
+        if options["verbosity"] >= 1:
+            self.stdout.write(self._describe(result))
 
     def _describe(self, result: ScheduleResult) -> str:
         values: dict[str, Any] = {"name": SCHEDULE_NAME}

@@ -27,7 +27,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext, ngettext
 
 from hsq_refunds.gateway import ConfigurationError
-from hsq_refunds.management.progress import Progress
+from hsq_refunds.management.progress import Progress, quiet_unless_logged
 from hsq_refunds.sync import SyncReport, sync_refunds
 from hsq_refunds.text import printable
 
@@ -115,17 +115,18 @@ class Command(BaseCommand):
         stream = getattr(self.stderr, "_out", sys.stderr)
         progress = Progress(stream, bar=self.stderr.isatty()) if verbosity >= 1 else None
         try:
-            report = sync_refunds(
-                trans_nos=list(trans_nos) or None,
-                merchant_no=options["merchant"],
-                due_only=not (options["all_open"] or options["errored_only"]),
-                include_final=options["include_final"],
-                errored_only=options["errored_only"],
-                limit=options["limit"],
-                concurrency=options["concurrency"],
-                dry_run=options["dry_run"],
-                progress=progress,
-            )
+            with quiet_unless_logged(verbosity):
+                report = sync_refunds(
+                    trans_nos=list(trans_nos) or None,
+                    merchant_no=options["merchant"],
+                    due_only=not (options["all_open"] or options["errored_only"]),
+                    include_final=options["include_final"],
+                    errored_only=options["errored_only"],
+                    limit=options["limit"],
+                    concurrency=options["concurrency"],
+                    dry_run=options["dry_run"],
+                    progress=progress,
+                )
         except ConfigurationError as exc:
             raise CommandError(
                 gettext("Configuration error: %(error)s") % {"error": exc.message},
