@@ -4,6 +4,7 @@ outcome as a message, and sending an application again."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -348,6 +349,46 @@ def test_posting_the_same_confirmation_twice_applies_once(applier, sandbox, merc
     assert f'<a href="{change_url(refund)}" id="hsq-existing-link">' in second.content.decode()
     assert sent(sandbox) == {trans_no: 1}
     assert refund.apply_attempts == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_simultaneous_posts_of_one_confirmation_apply_once(
+    applier, sandbox, merchant_no, monkeypatch
+):
+    """Both requests pass the view's own check before either writes; the service's unique
+    transNo and the order's lock let one through, and the other says it exists."""
+    confirmation = review(applier, merchant_no, amount_yuan="10.00")
+    trans_no = confirmation.context["hidden"]["trans_no"]
+    both_checked = threading.Barrier(2, timeout=30)
+    original = apply_service.apply_refund
+
+    def apply_after_both_checked(**kwargs):
+        both_checked.wait()
+        return original(**kwargs)
+
+    monkeypatch.setattr(apply_service, "apply_refund", apply_after_both_checked)
+    responses = []
+
+    def post() -> None:
+        try:
+            responses.append(confirm(applier, confirmation))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert sorted(response.status_code for response in responses) == [200, 302]
+    [refused] = [response for response in responses if response.status_code == 200]
+    assert refused.context["form"].non_field_errors() == [
+        f"A refund with transNo {trans_no} already exists."
+    ]
+    assert Refund.objects.filter(trans_no=trans_no).count() == 1
+    assert sent(sandbox) == {trans_no: 1}
 
 
 def test_an_unknown_outcome_says_the_app_will_query_it_and_never_resend_it(
