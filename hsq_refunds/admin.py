@@ -1,10 +1,17 @@
-"""The Django admin of hsq_refunds: see refunds, add one by hand, refresh their status.
+"""The Django admin of hsq_refunds: see refunds, add one by hand, refresh their status, apply
+to HSQ for new ones.
 
 Refreshing goes through the same engine as the management command and the django-q2 task
 (:func:`hsq_refunds.sync.sync_refunds`). The admin only decides how much work one web request
 may do (at most ``ADMIN_SYNC_LIMIT`` refunds; more are queued on django-q2 or refused) and
 turns the engine's report into messages. Gateway failures become messages naming the error
 type and the gateway's own code and message: never a 500, never key material.
+
+Applying (:meth:`RefundAdmin.apply_view`) and sending an application again
+(:meth:`RefundAdmin.send_again_view`) go through :mod:`hsq_refunds.apply` and need their own
+permission, ``hsq_refunds.apply_refund``. Both show what is about to be sent and send only on a
+confirming POST, which carries what makes a replay harmless (the new refund's transNo; the
+number of applications sent so far).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
@@ -29,15 +37,29 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from . import conf, tasks
+from .apply import balance_of, send_again
 from .dashboard import DashboardAdminMixin
 from .export import ExportAdminMixin
-from .gateway import ConfigurationError, HsqError
-from .models import Refund, RefundQuery, RefundQuerySet
+from .gateway import ConfigurationError, HsqError, new_trans_no
+from .gateway.validation import (
+    MAX_AMOUNT_FEN,
+    REFUND_REASON_MAX_LENGTH,
+    TRANS_NO_MAX_LENGTH,
+    has_forbidden_characters,
+)
+from .models import (
+    Application,
+    AttentionReason,
+    Refund,
+    RefundQuery,
+    RefundQuerySet,
+    validate_trans_no,
+)
 from .money import format_fen, yuan_to_fen
 from .report import SyncReport, describe_error, describe_failures, error_label
 from .sync import sync_refund, sync_refunds
 
-__all__ = ["RefundAddForm", "RefundAdmin", "RefundQueryInline"]
+__all__ = ["RefundAddForm", "RefundAdmin", "RefundApplyForm", "RefundQueryInline"]
 
 logger = logging.getLogger("hsq_refunds.admin")
 
@@ -45,6 +67,8 @@ logger = logging.getLogger("hsq_refunds.admin")
 RECENT_QUERIES = 20
 #: The columns the search box looks in (by prefix, through their indexes).
 SEARCHED_NUMBERS = ("trans_no", "orig_trans_no", "trade_no")
+#: How many of an order's refunds the confirmation of a new one lists, newest first.
+ORDER_REFUNDS_SHOWN = 50
 
 
 class RefundAddForm(forms.ModelForm):
@@ -97,6 +121,142 @@ class RefundAddForm(forms.ModelForm):
         """The amount typed, in fen (``None`` when left empty)."""
         amount = self.cleaned_data.get("amount_yuan")
         return None if amount is None else yuan_to_fen(amount)
+
+
+class RefundApplyForm(forms.Form):
+    """Apply to HSQ for a refund of a paid order: the amounts typed in yuan, sent in fen.
+
+    The amounts are converted exactly (:class:`Decimal`, :func:`~hsq_refunds.money.yuan_to_fen`).
+    ``trans_no`` is the new refund's own order number: empty on the form, generated for the
+    confirmation step and carried in it as a hidden field, so that posting one confirmation
+    twice cannot apply twice.
+    """
+
+    merchant_no = forms.ChoiceField(label=_("merchant number"))
+    orig_trans_no = forms.CharField(
+        label=_("original order number"),
+        max_length=TRANS_NO_MAX_LENGTH,
+        help_text=_("The merchant order number of the payment to refund."),
+    )
+    orig_amount_yuan = forms.DecimalField(
+        label=_("paid amount (yuan)"),
+        help_text=_("What the customer paid for that order, e.g. 50.00."),
+    )
+    amount_yuan = forms.DecimalField(
+        label=_("refund amount (yuan)"),
+        help_text=_("What to refund now: all of the paid amount or a part of it, e.g. 12.34."),
+    )
+    reason = forms.CharField(
+        label=_("refund reason"),
+        required=False,
+        max_length=REFUND_REASON_MAX_LENGTH,
+        help_text=_("Optional: sent to HSQ with the application."),
+    )
+    trans_no = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = cast(forms.ChoiceField, self.fields["merchant_no"])
+        self.settings_error: ConfigurationError | None = None
+        try:
+            merchants = conf.merchant_numbers()
+        except ConfigurationError as exc:
+            # Said once, by clean(), naming the setting; not as "select a valid choice".
+            self.settings_error = exc
+            merchants = []
+            field.required = False
+        choices = [(number, number) for number in merchants]
+        default = conf.default_merchant_no() if merchants else None
+        field.choices = choices if default or not merchants else [("", "---------"), *choices]
+        field.initial = default
+        if not merchants and self.settings_error is None:
+            field.help_text = _("No merchant is configured in the HSQ_REFUNDS setting.")
+
+    def clean_orig_trans_no(self) -> str:
+        value = self.cleaned_data["orig_trans_no"]
+        if has_forbidden_characters(value):
+            raise forms.ValidationError(
+                gettext("The order number cannot contain control characters."),
+                code="control_characters",
+            )
+        return value
+
+    def clean_orig_amount_yuan(self) -> Decimal:
+        return self._yuan("orig_amount_yuan")
+
+    def clean_amount_yuan(self) -> Decimal:
+        return self._yuan("amount_yuan")
+
+    def clean_reason(self) -> str:
+        value = self.cleaned_data["reason"]
+        if has_forbidden_characters(value):
+            raise forms.ValidationError(
+                gettext("The reason cannot contain control characters such as line breaks."),
+                code="control_characters",
+            )
+        return value
+
+    def clean_trans_no(self) -> str:
+        value = self.cleaned_data["trans_no"]
+        if value:
+            try:
+                validate_trans_no(value)
+            except ValueError as exc:
+                raise forms.ValidationError(str(exc), code="invalid_trans_no") from None
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        if self.settings_error is not None:
+            raise forms.ValidationError(
+                gettext("The HSQ_REFUNDS setting is invalid: %(error)s (see manage.py check).")
+                % {"error": self.settings_error}
+            )
+        cleaned = super().clean() or {}
+        paid, amount = cleaned.get("orig_amount_yuan"), cleaned.get("amount_yuan")
+        if paid is not None and amount is not None and amount > paid:
+            self.add_error(
+                "amount_yuan",
+                forms.ValidationError(
+                    gettext("The refund amount cannot be more than the paid amount."),
+                    code="above_paid",
+                ),
+            )
+        return cleaned
+
+    def _yuan(self, name: str) -> Decimal:
+        """An amount in yuan that is a whole number of fen, above zero, not absurdly large."""
+        amount: Decimal = self.cleaned_data[name]
+        if amount <= 0:
+            raise forms.ValidationError(gettext("Enter an amount above zero."), code="not_positive")
+        try:
+            fen = yuan_to_fen(amount)
+        except ValueError:
+            raise forms.ValidationError(
+                gettext("Enter the amount in yuan with at most two decimals."), code="decimals"
+            ) from None
+        if fen > MAX_AMOUNT_FEN:
+            raise forms.ValidationError(gettext("The amount is too large."), code="too_large")
+        return amount
+
+    def orig_amount_fen(self) -> int:
+        """The paid amount typed, in fen."""
+        return yuan_to_fen(self.cleaned_data["orig_amount_yuan"])
+
+    def amount_fen(self) -> int:
+        """The refund amount typed, in fen."""
+        return yuan_to_fen(self.cleaned_data["amount_yuan"])
+
+    def hidden_values(self, trans_no: str) -> dict[str, str]:
+        """What the confirmation step posts back, as typed (cleaned), with ``trans_no``."""
+        data = self.cleaned_data
+        return {
+            "merchant_no": data["merchant_no"],
+            "orig_trans_no": data["orig_trans_no"],
+            "orig_amount_yuan": str(data["orig_amount_yuan"]),
+            "amount_yuan": str(data["amount_yuan"]),
+            "reason": data["reason"],
+            "trans_no": trans_no,
+        }
 
 
 class RecentQueriesFormSet(forms.BaseInlineFormSet):
@@ -202,6 +362,10 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
             {"fields": ("needs_attention", "attention_reason", "attention_detail")},
         ),
         (
+            _("Application"),
+            {"fields": ("application", "orig_amount_display", "reason", "apply_attempts")},
+        ),
+        (
             _("Queries"),
             {
                 "fields": (
@@ -233,6 +397,14 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         """Not in a request transaction (``ATOMIC_REQUESTS``): the refresh action's claims must
         be committed at once, or they would block every other sync while HSQ answers."""
+        if self.has_apply_permission(request):
+            extra_context = {
+                **(extra_context or {}),
+                "hsq_apply_url": reverse(
+                    f"admin:{self.opts.app_label}_{self.opts.model_name}_apply",
+                    current_app=self.admin_site.name,
+                ),
+            }
         return super().changelist_view(request, extra_context)
 
     def get_search_results(
@@ -267,6 +439,10 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
     @admin.display(description=_("amount reported by HSQ"))
     def reported_amount_display(self, refund: Refund) -> str:
         return format_fen(refund.reported_amount)
+
+    @admin.display(description=_("paid amount of the original order"))
+    def orig_amount_display(self, refund: Refund) -> str:
+        return format_fen(refund.orig_amount)
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, refund: Refund) -> SafeString:
@@ -355,6 +531,17 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
         if change and obj is not None and self.has_refresh_permission(request, obj):
             context["hsq_refresh_url"] = reverse(
                 "admin:hsq_refunds_refund_refresh",
+                args=[quote(obj.pk)],
+                current_app=self.admin_site.name,
+            )
+        if (
+            change
+            and obj is not None
+            and obj.attention_reason == AttentionReason.NOT_RECEIVED
+            and self.has_apply_permission(request)
+        ):
+            context["hsq_send_again_url"] = reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_send_again",
                 args=[quote(obj.pk)],
                 current_app=self.admin_site.name,
             )
@@ -448,8 +635,18 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
             self.admin_site.admin_view(self.refresh_view),
             name=f"{self.opts.app_label}_{self.opts.model_name}_refresh",
         )
+        apply = path(
+            "apply/",
+            self.admin_site.admin_view(self.apply_view),
+            name=f"{self.opts.app_label}_{self.opts.model_name}_apply",
+        )
+        again = path(
+            "<path:object_id>/send-again/",
+            self.admin_site.admin_view(self.send_again_view),
+            name=f"{self.opts.app_label}_{self.opts.model_name}_send_again",
+        )
         # First: the default URLs end with a catch-all ``<path:object_id>/``.
-        return [refresh, *super().get_urls()]
+        return [refresh, apply, again, *super().get_urls()]
 
     @method_decorator(transaction.non_atomic_requests)
     def refresh_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -506,3 +703,318 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
             self.message_user(request, text, messages.WARNING)
         else:
             self.message_user(request, text, messages.SUCCESS)
+
+    # -- applying for a refund, and sending an application again -------------------------------
+
+    def has_apply_permission(self, request: HttpRequest, obj: Refund | None = None) -> bool:
+        """Applying to HSQ moves money: its own permission (``hsq_refunds.apply_refund``)."""
+        codename = get_permission_codename("apply", self.opts)
+        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+
+    @method_decorator(transaction.non_atomic_requests)
+    def apply_view(self, request: HttpRequest) -> HttpResponse:
+        """Apply for a refund in two steps: the form, then a confirmation showing the amounts and
+        what the order's refunds already take; only the confirming POST sends.
+
+        Not in a request transaction (``ATOMIC_REQUESTS``): the application service commits the
+        refund's row before it sends, so that the row exists whatever happens next.
+        """
+        if not self.has_apply_permission(request):
+            raise PermissionDenied
+        if request.method == "GET":
+            return self._render_apply_form(request, RefundApplyForm())
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["GET", "POST"])
+        form = RefundApplyForm(request.POST)
+        if not form.is_valid() or "_edit" in request.POST:
+            return self._render_apply_form(request, form)
+        if request.POST.get("_step") == "confirm":
+            return self._apply_confirmed(request, form)
+        return self._review_application(request, form)
+
+    def _review_application(self, request: HttpRequest, form: RefundApplyForm) -> HttpResponse:
+        """The confirmation step, or the form again where the order cannot take the refund."""
+        data = form.cleaned_data
+        merchant_no, orig_trans_no = data["merchant_no"], data["orig_trans_no"]
+        paid_given, amount = form.orig_amount_fen(), form.amount_fen()
+        balance = balance_of(merchant_no, orig_trans_no)
+        paid = paid_given if balance.paid is None else balance.paid
+        if paid != paid_given:
+            form.add_error(
+                "orig_amount_yuan",
+                gettext(
+                    "Order %(order)s was paid %(paid)s as given before, not %(given)s; no "
+                    "refund was applied for."
+                )
+                % {
+                    "order": orig_trans_no,
+                    "paid": format_fen(paid),
+                    "given": format_fen(paid_given),
+                },
+            )
+        elif balance.taken + amount > paid:
+            form.add_error(
+                "amount_yuan",
+                gettext(
+                    "Order %(order)s was paid %(paid)s; %(taken)s of it is already refunded "
+                    "or in flight, so %(asked)s more cannot be refunded."
+                )
+                % {
+                    "order": orig_trans_no,
+                    "paid": format_fen(paid),
+                    "taken": format_fen(balance.taken),
+                    "asked": format_fen(amount),
+                },
+            )
+        if form.errors:
+            return self._render_apply_form(request, form)
+        try:
+            trans_no = new_trans_no(conf.get_settings().TRANS_NO_PREFIX)
+        except HsqError as exc:
+            self._report_apply_exception(request, exc)
+            return self._render_apply_form(request, form)
+        order_refunds = Refund.objects.filter(
+            merchant_no=merchant_no, orig_trans_no=orig_trans_no
+        ).order_by("-applied_at", "-pk")
+        shown = list(order_refunds[:ORDER_REFUNDS_SHOWN])
+        context = {
+            **self._apply_context(request, gettext("Confirm the refund")),
+            "form": form,
+            "hidden": form.hidden_values(trans_no),
+            "trans_no": trans_no,
+            "merchant_no": merchant_no,
+            "orig_trans_no": orig_trans_no,
+            "reason": data["reason"],
+            "paid": format_fen(paid),
+            "taken": format_fen(balance.taken),
+            "amount": format_fen(amount),
+            "left": format_fen(paid - balance.taken - amount),
+            "first_for_order": balance.paid is None,
+            "order_refunds": [
+                {
+                    "trans_no": refund.trans_no,
+                    "url": self._change_url(refund),
+                    "amount": format_fen(refund.amount),
+                    "status": self.status_badge(refund),
+                    "applied_at": refund.applied_at,
+                }
+                for refund in shown
+            ],
+            "more_refunds": max(0, order_refunds.count() - len(shown))
+            if len(shown) == ORDER_REFUNDS_SHOWN
+            else 0,
+        }
+        return TemplateResponse(request, "admin/hsq_refunds/refund/apply_confirm.html", context)
+
+    def _apply_confirmed(self, request: HttpRequest, form: RefundApplyForm) -> HttpResponse:
+        """Send the confirmed application once; its transNo makes a second POST harmless."""
+        data = form.cleaned_data
+        trans_no, merchant_no = data["trans_no"], data["merchant_no"]
+        if not trans_no:
+            form.add_error(
+                None, gettext("This confirmation has no refund order number: review it again.")
+            )
+            return self._render_apply_form(request, form)
+        existing = Refund.objects.filter(merchant_no=merchant_no, trans_no=trans_no).first()
+        if existing is not None:  # the same confirmation posted again: applied already
+            return self._already_applied(request, form, existing)
+        try:
+            refund = Refund.objects.apply(
+                merchant_no=merchant_no,
+                trans_no=trans_no,
+                orig_trans_no=data["orig_trans_no"],
+                orig_amount=form.orig_amount_fen(),
+                amount=form.amount_fen(),
+                reason=data["reason"],
+            )
+        except ValueError as exc:  # RefundRefused too: nothing was written or sent
+            existing = Refund.objects.filter(merchant_no=merchant_no, trans_no=trans_no).first()
+            if existing is not None:  # a concurrent POST of the same confirmation won
+                return self._already_applied(request, form, existing)
+            form.add_error(None, str(exc))
+            return self._render_apply_form(request, form)
+        except HsqError as exc:
+            self._report_apply_exception(request, exc)
+            return self._render_apply_form(request, form)
+        logger.info(
+            "transNo=%s merchantNo=%s applied for in the admin: application=%s",
+            refund.trans_no,
+            refund.merchant_no,
+            refund.application,
+        )
+        level, text = self._application_outcome(refund, again=False)
+        self.message_user(request, text, level)
+        if self.has_view_or_change_permission(request, refund):
+            return HttpResponseRedirect(self._change_url(refund))
+        return HttpResponseRedirect(request.path)
+
+    def _already_applied(
+        self, request: HttpRequest, form: RefundApplyForm, refund: Refund
+    ) -> HttpResponse:
+        form.add_error(
+            None,
+            gettext("A refund with transNo %(trans_no)s already exists.")
+            % {"trans_no": refund.trans_no},
+        )
+        url = self._change_url(refund) if self.has_view_or_change_permission(request) else None
+        return self._render_apply_form(request, form, existing=refund, existing_url=url)
+
+    def _render_apply_form(
+        self, request: HttpRequest, form: RefundApplyForm, **extra: Any
+    ) -> TemplateResponse:
+        context = {
+            **self._apply_context(request, gettext("Apply for a refund")),
+            "form": form,
+            **extra,
+        }
+        return TemplateResponse(request, "admin/hsq_refunds/refund/apply_form.html", context)
+
+    def _apply_context(self, request: HttpRequest, title: str) -> dict[str, Any]:
+        request.current_app = self.admin_site.name
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "media": self.media,
+        }
+
+    def _report_apply_exception(self, request: HttpRequest, exc: HsqError) -> None:
+        """The settings or keys stand in the way: said with the error's type, nothing sent."""
+        logger.warning("admin application failed before sending: %s", exc.kind)
+        self.message_user(
+            request,
+            gettext("Could not apply for the refund: %(error)s")
+            % {"error": describe_error(exc.kind, exc.code, exc.message)},
+            messages.ERROR,
+        )
+
+    def _application_outcome(self, refund: Refund, *, again: bool) -> tuple[int, str]:
+        """The message level and text of what HSQ made of an application."""
+        words = {
+            "trans_no": refund.trans_no,
+            "status": refund.get_status_display(),
+            "code": refund.resp_code or "-",
+            "message": refund.resp_msg or "-",
+        }
+        if refund.application == Application.ACCEPTED:
+            if again:
+                text = gettext(
+                    "The application for refund %(trans_no)s was sent again. HSQ answered: "
+                    "%(status)s, code %(code)s, “%(message)s”."
+                )
+            else:
+                text = gettext(
+                    "Applied for refund %(trans_no)s. HSQ answered: %(status)s, code "
+                    "%(code)s, “%(message)s”."
+                )
+            level = messages.WARNING if refund.status == Refund.Status.FAIL else messages.SUCCESS
+            text %= words
+        elif refund.application == Application.REFUSED:
+            text = (
+                gettext(
+                    "HSQ refused the application for refund %(trans_no)s: code %(code)s, "
+                    "“%(message)s”. The refund failed; it takes nothing of the order's "
+                    "paid amount."
+                )
+                % words
+            )
+            level = messages.ERROR
+        else:
+            error = (
+                describe_error(
+                    refund.last_error_type, refund.last_error_code, refund.last_error_message
+                )
+                if refund.last_error_type
+                else gettext("no answer")
+            )
+            text = gettext(
+                "The outcome of the application for refund %(trans_no)s is not known yet "
+                "(%(error)s). The app will query HSQ about it; it will not send it again."
+            ) % {"trans_no": refund.trans_no, "error": error}
+            level = messages.WARNING
+        if refund.needs_attention:
+            text += " " + gettext("It needs attention: %(reason)s") % {
+                "reason": refund.attention_detail or refund.get_attention_reason_display()
+            }
+            level = max(level, messages.WARNING)
+        return level, text
+
+    @method_decorator(transaction.non_atomic_requests)
+    def send_again_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Send a refund's application again (same transNo), for a refund flagged because HSQ
+        may never have received it: a confirmation page, then a POST that sends.
+
+        The confirming POST carries the number of applications sent when the page was shown;
+        if it changed meanwhile (a second click, another person), nothing is sent.
+        """
+        if not self.has_apply_permission(request):
+            raise PermissionDenied
+        refund = self.get_object(request, unquote(object_id))
+        if refund is None:
+            return self._get_obj_does_not_exist_redirect(  # type: ignore[attr-defined]
+                request, self.opts, object_id
+            )
+        if not self.has_view_or_change_permission(request, refund):
+            raise PermissionDenied
+        if request.method not in ("GET", "POST"):
+            return HttpResponseNotAllowed(["GET", "POST"])
+        back = HttpResponseRedirect(self._change_url(refund))
+        if refund.attention_reason != AttentionReason.NOT_RECEIVED:
+            self.message_user(
+                request,
+                gettext(
+                    "Refund %(trans_no)s is not flagged as possibly not received by HSQ; its "
+                    "application was not sent again."
+                )
+                % {"trans_no": refund.trans_no},
+                messages.WARNING,
+            )
+            return back
+        if request.method == "GET" or "_confirm" not in request.POST:
+            return self._render_send_again(request, refund)
+        if request.POST.get("apply_attempts") != str(refund.apply_attempts):
+            self.message_user(
+                request,
+                gettext(
+                    "The application for refund %(trans_no)s was sent again since this page "
+                    "was shown; it was not sent once more."
+                )
+                % {"trans_no": refund.trans_no},
+                messages.WARNING,
+            )
+            return back
+        try:
+            refund = send_again(refund)
+        except ValueError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        except HsqError as exc:
+            logger.warning("admin send-again failed before sending: %s", exc.kind)
+            self.message_user(
+                request,
+                gettext("Could not send the application again: %(error)s")
+                % {"error": describe_error(exc.kind, exc.code, exc.message)},
+                messages.ERROR,
+            )
+        else:
+            level, text = self._application_outcome(refund, again=True)
+            self.message_user(request, text, level)
+        return back
+
+    def _render_send_again(self, request: HttpRequest, refund: Refund) -> TemplateResponse:
+        context = {
+            **self._apply_context(request, gettext("Send the application again")),
+            "object": refund,
+            "amount": format_fen(refund.amount),
+            "orig_amount": format_fen(refund.orig_amount),
+            "change_url": self._change_url(refund),
+        }
+        return TemplateResponse(
+            request, "admin/hsq_refunds/refund/send_again_confirm.html", context
+        )
+
+    def _change_url(self, refund: Refund) -> str:
+        return reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+            args=[quote(refund.pk)],
+            current_app=self.admin_site.name,
+        )

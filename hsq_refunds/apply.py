@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 from django.utils.translation import gettext
 
@@ -313,7 +313,16 @@ def _send(
     client: HsqClient, refund: Refund, policy: HsqRefundsSettings, *, refund_type: int, first: bool
 ) -> Refund:
     _before_send(refund)
-    Refund.objects.filter(pk=refund.pk).update(apply_attempts=refund.apply_attempts + 1)
+    # Counting the send is its guard: of two requests that read the same count (two clicks on
+    # "send again"), only one gets to send.
+    counted = Refund.objects.filter(pk=refund.pk, apply_attempts=refund.apply_attempts).update(
+        apply_attempts=F("apply_attempts") + 1
+    )
+    if not counted:
+        raise ValueError(
+            gettext("The application of refund %(trans_no)s was just sent by someone else.")
+            % {"trans_no": refund.trans_no}
+        )
     refund.apply_attempts += 1
     sent_at = timezone.now()
     try:

@@ -127,7 +127,7 @@ def test_button_says_when_a_refund_needs_attention(admin_client, make_refund, sa
     ((level, text),) = message_texts(response)
     assert level == "warning"
     assert text.startswith("Refund R-AMT refreshed from HSQ: Succeeded. It needs attention: ")
-    assert "900" in text
+    assert "¥9.00" in text and "¥10.00" in text  # people read yuan
 
 
 def test_button_queries_a_final_refund_again(admin_client, make_refund, sandbox):

@@ -229,3 +229,28 @@ def test_the_sum_accepted_never_exceeds_what_was_paid(sandbox, merchant_no, paid
             Refund.objects.filter(pk=refund.pk).update(status="FAIL")
         live = Refund.objects.filter(orig_trans_no=order).exclude(status="FAIL")
         assert sum(live.values_list("amount", flat=True)) <= paid
+
+
+def test_two_people_sending_an_application_again_at_once_send_it_once(
+    sandbox, configure, monkeypatch
+):
+    from hsq_refunds import apply as service
+
+    configure(NOT_FOUND_GRACE=60)
+    sandbox.set_fault("drop", trans_no="RF-TWICE", method="POLYMERIZE_REFUND", times=1)
+    refund = apply(trans_no="RF-TWICE")
+    Refund.objects.filter(pk=refund.pk).update(
+        attention_reason="not_received", needs_attention=True
+    )
+    outcomes: list[object] = []
+
+    def second_click(current: Refund) -> None:
+        monkeypatch.setattr(service, "_before_send", lambda _refund: None)
+        outcomes.append(send_again(current))  # reads the same count, and sends first
+
+    monkeypatch.setattr(service, "_before_send", second_click)
+    with pytest.raises(ValueError, match="just sent by someone else"):
+        send_again(refund)
+    assert len(outcomes) == 1
+    assert sent(sandbox) == {"RF-TWICE": 2}  # the first application and one resend
+    assert Refund.objects.get(pk=refund.pk).apply_attempts == 2
