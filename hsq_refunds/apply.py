@@ -368,14 +368,21 @@ def _decide(
         # Unknown outcome: the refund is asked about by transNo, the application never resent.
         decision = decide(refund, reply, now=now, policy=policy)
         application = Application.UNKNOWN
-        decision.changes["next_query_at"] = max(
-            decision.changes.get("next_query_at") or now, refund.next_query_at or now
-        )
+    _not_sooner(decision, refund)
     if refund.application in (Application.SENDING, Application.UNKNOWN):
         decision.changes.setdefault("application", application)
     decision.changes.pop("last_queried_at", None)
     decision.changes.pop("query_count", None)
     return decision
+
+
+def _not_sooner(decision: Decision, refund: Refund) -> None:
+    """The first query waits ``FIRST_QUERY_DELAY`` (``NOTIFY_FIRST_QUERY_DELAY`` with a
+    ``returnUrl``) whatever the application's answer says, so that a notification can come
+    first; a final answer still ends the queries."""
+    scheduled = decision.changes.get("next_query_at")
+    if scheduled is not None and refund.next_query_at is not None:
+        decision.changes["next_query_at"] = max(scheduled, refund.next_query_at)
 
 
 def _refused(refund: Refund, error: GatewayError, now: datetime) -> Decision:

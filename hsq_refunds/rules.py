@@ -197,6 +197,7 @@ class RefundState(Protocol):
     needs_attention: bool
     attention_reason: str
     application: str
+    next_query_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -321,6 +322,10 @@ def decide(
     if pushed:
         decision.changes.pop("last_queried_at", None)
         decision.changes.pop("query_count", None)
+        # A notification is not a query: it never brings the next query sooner.
+        scheduled = decision.changes.get("next_query_at")
+        if scheduled is not None and refund.next_query_at is not None:
+            decision.changes["next_query_at"] = max(scheduled, refund.next_query_at)
     return decision
 
 

@@ -254,3 +254,11 @@ def test_two_people_sending_an_application_again_at_once_send_it_once(
     assert len(outcomes) == 1
     assert sent(sandbox) == {"RF-TWICE": 2}  # the first application and one resend
     assert Refund.objects.get(pk=refund.pk).apply_attempts == 2
+
+
+def test_with_notifications_the_first_query_waits_whatever_the_answer_says(sandbox, configure):
+    configure(NOTIFY_URL="http://127.0.0.1:9/hsq/refund-notify/", NOTIFY_FIRST_QUERY_DELAY=300)
+    before = timezone.now()
+    refund = apply(trans_no="RF-WAIT")
+    assert refund.status == "PROCESSING"  # the answer would ask again in a minute
+    assert refund.next_query_at >= before + timedelta(seconds=300)

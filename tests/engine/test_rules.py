@@ -204,7 +204,7 @@ def test_a_disagreeing_amount_is_flagged_not_overwritten(policy):
     assert "amount" not in decision.changes
     assert decision.changes["reported_amount"] == 1499
     assert decision.attention == AttentionReason.AMOUNT_MISMATCH
-    assert "1499" in decision.changes["attention_detail"]
+    assert "¥14.99" in decision.changes["attention_detail"]  # in yuan, as people read it
     # The status is still what HSQ verified.
     assert decision.changes["status"] == Status.SUCCESS
 

@@ -191,3 +191,41 @@ def test_exit_codes_table():
         "ResponseError": 6,
         "InvalidRequestError": 7,
     }
+
+
+# --------------------------------------------------------------------------- apply-refund
+
+
+def test_apply_refund_applies_once_and_prints_the_verified_result(hsq_sandbox, env):
+    done = run(
+        [
+            "apply-refund",
+            "--orig-trans-no",
+            "PO-CLI",
+            "--orig-amount",
+            "5000",
+            "--amount",
+            "1234",
+            "--trans-no",
+            "RF-CLI-1",
+            "--reason",
+            "七天无理由退货",
+        ],
+        env,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert (printed["transNo"], printed["orderStatus"]) == ("RF-CLI-1", "PROCESSING")
+    assert hsq_sandbox.application_counts()["RF-CLI-1"]["received"] == 1
+    # HSQ now knows it: the query finds it.
+    assert json.loads(run(["query-refund", "RF-CLI-1"], env).stdout)["transNo"] == "RF-CLI-1"
+
+
+def test_apply_refund_refused_by_hsq_is_a_gateway_error(hsq_sandbox, env):
+    hsq_sandbox.add_orders([{"origTransNo": "PO-SMALL", "amount": 100}])
+    order = ["apply-refund", "--orig-trans-no", "PO-SMALL", "--orig-amount", "100"]
+    done = run([*order, "--amount", "100", "--trans-no", "RF-CLI-2"], env)
+    assert done.returncode == 0, done.stderr  # the whole order, once
+    again = run([*order, "--amount", "1", "--trans-no", "RF-CLI-3"], env)
+    assert again.returncode == 4  # GatewayError: HSQ refused (nothing left of the order)
+    assert "RF-CLI-3" in again.stderr and "refused" in again.stderr
