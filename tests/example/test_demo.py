@@ -209,13 +209,38 @@ def test_check_passes_with_the_sandbox_fallback(tmp_path):
     assert (tmp_path / "var" / "sandbox" / "credentials.json").is_file()
 
 
+def test_sandbox_notifications_go_to_the_sites_notification_view(tmp_path):
+    """With the sandbox, NOTIFY_URL is runserver's notification view (EXAMPLE_PORT's)."""
+    env = child_env(tmp_path / "var", EXAMPLE_PORT="8123")
+    code = (
+        "from urllib.parse import urlsplit; from django.conf import settings; "
+        "from django.urls import resolve; url = settings.HSQ_REFUNDS['NOTIFY_URL']; "
+        "print(url, resolve(urlsplit(url).path).view_name)"
+    )
+    result = run(["example_project/manage.py", "shell", "-v", "0", "-c", code], env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split() == [
+        "http://127.0.0.1:8123/hsq/refund-notify/",
+        "hsq_refunds:refund_notify",
+    ]
+
+
+def test_check_warns_of_a_notify_url_that_leads_elsewhere(tmp_path):
+    env = child_env(tmp_path / "var", HSQ_NOTIFY_URL="http://127.0.0.1:8000/admin/")
+    result = run(["example_project/manage.py", "check", "--fail-level", "WARNING"], env)
+    assert result.returncode != 0
+    assert "hsq_refunds.W007" in result.stderr
+
+
 def test_check_deploy_finds_no_error_from_the_repository_root(tmp_path):
     env = child_env(tmp_path / "var", DJANGO_DEBUG="0")
     args = ["-m", "django", "check", "--deploy", "--settings", "example_project.settings"]
     result = run(args, env)
     assert result.returncode == 0, result.stdout + result.stderr
-    # Production-mode warnings are expected (and wanted): the sandbox gateway is plain http.
+    # Production-mode warnings are expected (and wanted): the sandbox gateway and the
+    # notification URL are plain http.
     assert "hsq_refunds.W003" in result.stderr + result.stdout
+    assert "hsq_refunds.W006" in result.stderr + result.stdout
 
 
 def test_check_names_what_a_real_merchant_account_lacks(tmp_path):

@@ -107,6 +107,22 @@ def test_bad_sandbox_port_is_named(text):
         environment.sandbox_port({"HSQ_SANDBOX_PORT": text})
 
 
+@pytest.mark.parametrize(("text", "expected"), [("", 8000), ("9002", 9002)])
+def test_example_port(text, expected):
+    assert environment.example_port({"EXAMPLE_PORT": text}) == expected
+
+
+@pytest.mark.parametrize("text", ["http", "0", "70000"])
+def test_bad_example_port_is_named(text):
+    with pytest.raises(ValueError, match="EXAMPLE_PORT"):
+        environment.example_port({"EXAMPLE_PORT": text})
+
+
+def test_notify_url_is_the_notification_views_path_on_loopback():
+    assert environment.notify_url(8123) == "http://127.0.0.1:8123/hsq/refund-notify/"
+    assert environment.notify_url(8123).endswith(environment.NOTIFY_PATH)
+
+
 def test_only_a_merchant_number_leaves_the_sandbox():
     assert environment.uses_sandbox({})
     assert environment.uses_sandbox({"HSQ_SIGN_KEY": "x", "HSQ_MERCHANT_NO": " "})
