@@ -192,6 +192,9 @@ class _Signals:
 def _check_port_free(port: int) -> None:
     """Fail early and clearly, rather than with runserver's error among the start-up output."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As runserver binds: connections of an earlier run in TIME_WAIT do not count (on
+        # stopping, runserver closes its keep-alive connections, the sandbox's notifier's too).
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
