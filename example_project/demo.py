@@ -263,7 +263,7 @@ def _await_notifications(applied: Sequence[Applied], since: float, style: Style)
         time.sleep(0.1)
     waiting = [rows[no] for no in rows if no not in shown]
     if waiting:
-        cases = ", ".join(sorted({refund.case for refund in waiting}))
+        cases = "; ".join(sorted({refund.case for refund in waiting}))
         print(
             f"  {len(waiting)} still PROCESSING ({cases}): notified of PROCESSING at once; "
             "bank-card refunds take 1-3 working days at HSQ."
