@@ -26,12 +26,16 @@ from hsq_refunds.sandbox.credentials import (
 )
 
 __all__ = [
+    "DEFAULT_EXAMPLE_PORT",
     "DEFAULT_SANDBOX_PORT",
     "HSQ_ENV_VARS",
+    "NOTIFY_PATH",
     "PACKAGE_DIR",
     "REPO_DIR",
     "database_settings",
     "env_flag",
+    "example_port",
+    "notify_url",
     "sandbox_base_url",
     "sandbox_credentials",
     "sandbox_port",
@@ -45,8 +49,13 @@ REPO_DIR = PACKAGE_DIR.parent
 
 #: Where ``make serve`` runs the sandbox gateway unless ``$HSQ_SANDBOX_PORT`` says otherwise.
 DEFAULT_SANDBOX_PORT = 8765
+#: Where ``make serve`` runs the site (runserver) unless ``$EXAMPLE_PORT`` says otherwise.
+DEFAULT_EXAMPLE_PORT = 8000
+#: Where ``urls.py`` routes HSQ's refund notifications (``hsq_refunds:refund_notify``).
+NOTIFY_PATH = "/hsq/refund-notify/"
 
-#: The variables that point the example at a real HSQ merchant account instead of the sandbox.
+#: The variables of a real HSQ merchant account (the sandbox stands in without them), and the
+#: address where HSQ notifies the site.
 HSQ_ENV_VARS = (
     "HSQ_MERCHANT_NO",
     "HSQ_SIGN_KEY",
@@ -55,6 +64,7 @@ HSQ_ENV_VARS = (
     "HSQ_PLATFORM_CERT",
     "HSQ_BASE_URL",
     "HSQ_ENVIRONMENT",
+    "HSQ_NOTIFY_URL",
 )
 
 _SANDBOX_MERCHANT_NO = "888000000001"
@@ -85,16 +95,30 @@ def uses_sandbox(environ: Mapping[str, str] = os.environ) -> bool:
 
 def sandbox_port(environ: Mapping[str, str] = os.environ) -> int:
     """The sandbox gateway's port: ``$HSQ_SANDBOX_PORT`` or 8765."""
-    text = environ.get("HSQ_SANDBOX_PORT", "").strip()
+    return _port(environ, "HSQ_SANDBOX_PORT", DEFAULT_SANDBOX_PORT)
+
+
+def example_port(environ: Mapping[str, str] = os.environ) -> int:
+    """The site's port under ``make serve`` (runserver): ``$EXAMPLE_PORT`` or 8000."""
+    return _port(environ, "EXAMPLE_PORT", DEFAULT_EXAMPLE_PORT)
+
+
+def _port(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name, "").strip()
     if not text:
-        return DEFAULT_SANDBOX_PORT
+        return default
     try:
         port = int(text)
     except ValueError:
-        raise ValueError(f"HSQ_SANDBOX_PORT must be a port number, got {text!r}") from None
+        raise ValueError(f"{name} must be a port number, got {text!r}") from None
     if not 0 < port < 65536:
-        raise ValueError(f"HSQ_SANDBOX_PORT must be between 1 and 65535, got {port}")
+        raise ValueError(f"{name} must be between 1 and 65535, got {port}")
     return port
+
+
+def notify_url(port: int, host: str = "127.0.0.1") -> str:
+    """The address of the example's notification view on a local port (``NOTIFY_URL``)."""
+    return f"http://{host}:{port}{NOTIFY_PATH}"
 
 
 def sandbox_base_url(port: int) -> str:

@@ -1,10 +1,13 @@
 """``make serve``: the example project for a person: admin, sandbox gateway and django-q2 cluster.
 
 It migrates, starts the sandbox gateway in this process (``127.0.0.1:8765``, or
-``$HSQ_SANDBOX_PORT``), seeds a mix of refunds that move over the next minutes (only into an
-empty database), installs the scheduled sync, creates the superuser ``admin`` and runs two
-child processes: ``manage.py runserver`` (``127.0.0.1:8000``, or ``$EXAMPLE_PORT``) and
-``manage.py qcluster``, which runs the scheduled sync every minute.
+``$HSQ_SANDBOX_PORT``), tracks a few refunds applied for elsewhere (only into an empty
+database), installs the scheduled sync, creates the superuser ``admin`` and runs two child
+processes: ``manage.py runserver`` (``127.0.0.1:8000``, or ``$EXAMPLE_PORT``) and ``manage.py
+qcluster``, which runs the scheduled sync every minute. Once runserver answers, it applies for a
+mix of refunds through the app (``Refund.objects.apply``, into an empty database only) with
+``NOTIFY_URL`` at runserver's notification view, so that HSQ's notifications (the sandbox's)
+turn the balance refunds green within a minute, with nobody pressing anything.
 
 The admin password is ``$DEMO_ADMIN_PASSWORD``, or a new random one printed at every start.
 With ``HSQ_MERCHANT_NO`` and the other ``HSQ_*`` variables set, the project talks to that
@@ -80,11 +83,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_port_free(args.port)
         if environment.uses_sandbox():
             sandbox = _start_sandbox(args.sandbox_port)
+            # Every process reads it in its settings: HSQ's notifications go to runserver.
+            os.environ["HSQ_NOTIFY_URL"] = environment.notify_url(args.port)
         with signals.deferred():
-            _prepare(sandbox, style)
+            seed = _prepare(sandbox, style)
             password = _admin_password()
             _start_children(args.port, children)
         _wait_until_ready(args.port, children)
+        if seed is not None and all(child.alive for child in children):
+            with signals.deferred():
+                seed.apply(style)
         _banner(args.port, password, sandbox, style)
         return _supervise(children, signals.stopping, style)
     except _Stop:
@@ -184,6 +192,9 @@ class _Signals:
 def _check_port_free(port: int) -> None:
     """Fail early and clearly, rather than with runserver's error among the start-up output."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As runserver binds: connections of an earlier run in TIME_WAIT do not count (on
+        # stopping, runserver closes its keep-alive connections, the sandbox's notifier's too).
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -214,8 +225,9 @@ def _start_sandbox(port: int | None) -> Any:
         ) from None
 
 
-def _prepare(sandbox: Any, style: Style) -> None:
-    """Migrate, seed (sandbox only), and install the scheduled sync."""
+def _prepare(sandbox: Any, style: Style) -> _Seed | None:
+    """Migrate, seed (sandbox only), and install the scheduled sync; returns the applications
+    still to make, if the database was empty."""
     import django
 
     django.setup()
@@ -223,25 +235,37 @@ def _prepare(sandbox: Any, style: Style) -> None:
 
     print(style.bold("Migrating the database..."), flush=True)
     call_command("migrate", verbosity=0, interactive=False)
-    if sandbox is not None:
-        _seed(sandbox, style)
+    seed = _seed(sandbox, style) if sandbox is not None else None
     call_command("hsq_refunds_schedule")
+    return seed
 
 
-def _seed(sandbox: Any, style: Style) -> None:
-    """Give the sandbox its refunds: the stored ones, or a fresh mix for an empty database."""
+def _seed(sandbox: Any, style: Style) -> _Seed | None:
+    """Give the sandbox its refunds and orders: the stored ones, or for an empty database a
+    fresh mix (the tracked ones now, the applications once runserver answers)."""
     from django.utils import timezone
 
-    from example_project.scenario import SLOW, SandboxBook, make_refunds, track
+    from example_project.scenario import (
+        SLOW,
+        SandboxBook,
+        declare_orders,
+        make_refunds,
+        order_specs,
+        place_at_gateway,
+        track,
+    )
     from hsq_refunds.conf import get_settings
     from hsq_refunds.models import Refund
 
+    sandbox.configure_apply(**SLOW.apply_settings())  # also for refunds applied from the admin
     book = SandboxBook(environment.var_dir() / "serve-sandbox.json")
     merchant_no = sandbox.credentials.merchant_no
     if Refund.objects.filter(merchant_no=merchant_no).exists():
-        specs = book.load()
+        specs, orders = book.load(), book.load_orders()
         if specs:
             sandbox.add_refunds(specs)
+            if orders:
+                sandbox.add_orders(orders)
             print(f"The sandbox knows the {len(specs)} refunds it was given in earlier runs.")
         else:
             warning = (
@@ -249,17 +273,43 @@ def _seed(sandbox: Any, style: Style) -> None:
                 "database, which will be flagged as not found. Delete the database to start afresh."
             )
             print(style.yellow(warning))
-        return
+        return None
     now = timezone.now()
     refunds = make_refunds(now, SLOW, not_found_grace=get_settings().NOT_FOUND_GRACE)
+    declare_orders(sandbox, refunds, SLOW)
+    place_at_gateway(sandbox, refunds)
     specs = SandboxBook.stamped(refunds, now)
-    sandbox.add_refunds(specs)
-    book.save(specs)
+    orders = order_specs(refunds)
+    book.save(specs, orders)
     track(refunds)
-    print(
-        style.bold(f"Seeded {len(refunds)} refunds")
-        + " (balance ones finish within minutes, bank-card ones stay PROCESSING for days)."
-    )
+    tracked = sum(1 for refund in refunds if not refund.applied_here)
+    print(style.bold(f"Tracked {tracked} refunds applied for elsewhere."))
+    return _Seed(book, refunds, specs, orders)
+
+
+@dataclass
+class _Seed:
+    """The applications of a fresh seed, made once runserver can receive their notifications."""
+
+    book: Any
+    refunds: Sequence[Any]
+    specs: list[dict[str, Any]]
+    orders: list[dict[str, Any]]
+
+    def apply(self, style: Style) -> None:
+        from example_project.scenario import SLOW, SandboxBook, apply
+
+        results = apply(self.refunds)
+        self.book.save([*self.specs, *SandboxBook.applied(results, SLOW)], self.orders)
+        accepted = sum(1 for result in results if result.row is not None)
+        print(
+            style.bold(f"Applied for {accepted} refunds through the app")
+            + " (balance ones finish within a minute, by HSQ's notification; bank-card ones "
+            "stay PROCESSING for days)."
+        )
+        for result in results:
+            if result.refused is not None:
+                print(style.yellow(f"Refused by the app: {result.refused}"))
 
 
 def _admin_password() -> str:
@@ -329,6 +379,9 @@ def _banner(port: int, password: str, sandbox: Any, style: Style) -> None:
         )
     else:
         lines.append("  Gateway    HSQ itself, with the HSQ_* credentials from the environment")
+    notify_url = _notify_url()
+    if notify_url:
+        lines.append(f"  Notified   {notify_url}  (NOTIFY_URL: HSQ pushes each new status here)")
     lines += [
         "  Syncing    qcluster runs the scheduled sync every minute; or select refunds in the "
         "admin and refresh them",
@@ -336,6 +389,12 @@ def _banner(port: int, password: str, sandbox: Any, style: Style) -> None:
         "",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _notify_url() -> str | None:
+    from django.conf import settings
+
+    return settings.HSQ_REFUNDS.get("NOTIFY_URL")
 
 
 def _supervise(children: Sequence[_Child], stopping: threading.Event, style: Style) -> int:

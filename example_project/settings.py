@@ -9,6 +9,10 @@ demo and a real merchant account:
   Without ``HSQ_MERCHANT_NO`` the project uses the local sandbox gateway, with keys generated
   on first run under ``var/sandbox/`` and the gateway at ``http://127.0.0.1:$HSQ_SANDBOX_PORT``
   (8765 by default).
+- ``HSQ_NOTIFY_URL``: where HSQ notifies the site that a refund finished (``NOTIFY_URL``, the
+  view ``hsq_refunds:refund_notify`` at ``/hsq/refund-notify/``). With the sandbox it defaults
+  to ``http://127.0.0.1:$EXAMPLE_PORT/hsq/refund-notify/`` (``make serve``'s runserver; 8000 by
+  default); a real merchant account gets no notifications without it, only polling.
 - ``DATABASE_URL``: ``postgres://user:password@host:5432/name``; SQLite in ``var/`` otherwise.
 - ``DJANGO_SECRET_KEY`` (generated into ``var/secret_key`` when unset), ``DJANGO_DEBUG``
   (default on), ``DJANGO_ALLOWED_HOSTS`` (comma-separated), ``DJANGO_LANGUAGE_CODE``.
@@ -119,10 +123,12 @@ def _hsq_refunds() -> dict[str, Any]:
     Settings missing from the environment are left out rather than guessed: the app's system
     checks then name each one (``manage.py check``).
     """
+    notify = _notify_url()
+    where_notified = {"NOTIFY_URL": notify} if notify else {}
     if environment.uses_sandbox():
         credentials = environment.sandbox_credentials(VAR_DIR)
         base_url = environment.sandbox_base_url(environment.sandbox_port())
-        return credentials.settings_dict(base_url)
+        return {**credentials.settings_dict(base_url), **where_notified}
     account = {
         name: os.environ[variable]
         for name, variable in (
@@ -138,7 +144,25 @@ def _hsq_refunds() -> dict[str, Any]:
         if os.environ.get("HSQ_BASE_URL")
         else {"ENVIRONMENT": os.environ.get("HSQ_ENVIRONMENT") or "test"}
     )
-    return {**where, "MERCHANTS": {os.environ["HSQ_MERCHANT_NO"].strip(): account}}
+    return {
+        **where,
+        **where_notified,
+        "MERCHANTS": {os.environ["HSQ_MERCHANT_NO"].strip(): account},
+    }
+
+
+def _notify_url() -> str | None:
+    """``$HSQ_NOTIFY_URL``; with the sandbox, the local site's notification view by default.
+
+    Plain http on loopback is what the sandbox reaches; ``manage.py check`` warns about plain
+    http only with ``DEBUG`` off (``hsq_refunds.W006``), as it should in production.
+    """
+    configured = os.environ.get("HSQ_NOTIFY_URL", "").strip()
+    if configured:
+        return configured
+    if environment.uses_sandbox():
+        return environment.notify_url(environment.example_port())
+    return None
 
 
 HSQ_REFUNDS = _hsq_refunds()

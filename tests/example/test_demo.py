@@ -26,17 +26,31 @@ REPO = Path(__file__).resolve().parents[2]
 
 #: What the app's rules make of each case once the demo's quick timelines have run.
 EXPECTED = {
-    # case: (status, attention reason or "-", respCode)
-    "balance": ("SUCCESS", "-", "200007"),
-    "balance, already done": ("SUCCESS", "-", "200007"),
-    "bank card": ("PROCESSING", "-", "100201"),
-    "bank card, accepted": ("PROCESSING", "-", "100201"),
-    "refused by the bank": ("FAIL", "-", "200007"),
-    "not at HSQ yet": ("UNKNOWN", "-", "200004"),
-    "not at HSQ, old": ("UNKNOWN", "not_found", "200004"),
-    "past query window": ("UNKNOWN", "expired", "200021"),
-    "amount differs": ("SUCCESS", "amount_mismatch", "200007"),
+    # case: (status, attention reason or "-", respCode, final by)
+    # Applied for through the app, Refund.objects.apply, with NOTIFY_URL:
+    "balance": ("SUCCESS", "-", "200007", "notification"),
+    "bank card": ("PROCESSING", "-", "100201", "-"),
+    "bank card, partial": ("PROCESSING", "-", "100201", "-"),
+    "refused by HSQ": ("FAIL", "-", "200007", "notification"),
+    "partial, 1st": ("SUCCESS", "-", "200007", "notification"),
+    "partial, 2nd": ("SUCCESS", "-", "200007", "notification"),
+    # Applied for elsewhere, Refund.objects.track:
+    "balance, already done": ("SUCCESS", "-", "200007", "query"),
+    "not at HSQ yet": ("UNKNOWN", "-", "200004", "-"),
+    "not at HSQ, old": ("UNKNOWN", "not_found", "200004", "-"),
+    "past query window": ("UNKNOWN", "expired", "200021", "-"),
+    "amount differs": ("SUCCESS", "amount_mismatch", "200007", "query"),
 }
+#: The cases applied for elsewhere: HSQ has no returnUrl of the app's for them.
+TRACKED = {
+    "balance, already done",
+    "not at HSQ yet",
+    "not at HSQ, old",
+    "past query window",
+    "amount differs",
+}
+#: The refunds the demo records: every case, the balance one twice.
+RECORDED = 12
 
 
 def child_env(var_dir: Path, **extra: str) -> dict[str, str]:
@@ -73,6 +87,8 @@ class Row:
     resp_code: str
     resp_msg: str
     attention: str
+    final_by: str
+    queries: str
 
 
 def outcome_rows(output: str) -> list[Row]:
@@ -82,11 +98,15 @@ def outcome_rows(output: str) -> list[Row]:
     for line in section.splitlines():
         if re.match(r"^RF\d{18}\s", line):
             cells = re.split(r"\s{2,}", line.strip())
-            assert len(cells) == 7, line
+            assert len(cells) == 9, line
             rows.append(Row(*cells))
         elif rows:
             break
     return rows
+
+
+def demo_db(var_dir: Path) -> sqlite3.Connection:
+    return sqlite3.connect(var_dir / "demo.sqlite3")
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +126,18 @@ def test_demo_succeeds(demo):
 def test_demo_ends_each_refund_as_the_rules_say(demo):
     _var_dir, result = demo
     rows = outcome_rows(result.stdout)
-    assert sorted(row.case for row in rows) == sorted(
-        [*EXPECTED, "balance"]  # two balance refunds
-    ), result.stdout
+    assert sorted(row.case for row in rows) == sorted([*EXPECTED, "balance"]), result.stdout
     for row in rows:
-        status, attention, resp_code = EXPECTED[row.case]
-        assert (row.status, row.attention, row.resp_code) == (status, attention, resp_code), row
+        status, attention, resp_code, final_by = EXPECTED[row.case]
+        assert (row.status, row.attention, row.resp_code, row.final_by) == (
+            status,
+            attention,
+            resp_code,
+            final_by,
+        ), row
     amounts = {row.case: row.amount for row in rows}
     assert amounts["amount differs"] == "¥150.00"
+    assert (amounts["partial, 1st"], amounts["partial, 2nd"]) == ("¥100.00", "¥150.00")
     assert "¥1,288.00" in {row.amount for row in rows}
 
 
@@ -123,6 +147,54 @@ def test_demo_shows_the_command_output_and_the_reasons(demo):
     assert "$ python example_project/manage.py sync_refunds --all\n" in result.stdout
     # The flagged refunds' details: the amount HSQ reported is spelled out.
     assert "10500" in result.stdout.split("wait for a person", 1)[1]
+
+
+def test_demo_refuses_a_refund_beyond_what_was_paid_before_sending_it(demo):
+    var_dir, result = demo
+    applied = result.stdout.split("Refund.objects.apply", 1)[1].split("Refund.objects.track")[0]
+    refused = re.search(r"^(RF\d{18}) .*more than is left.*refused by the app", applied, re.M)
+    assert refused, applied
+    trans_no = refused.group(1)
+    assert f"{trans_no}: RefundRefused" in applied
+    message = " ".join(applied.split("RefundRefused", 1)[1].split())
+    assert "was paid ¥300.00; ¥250.00 of it is already refunded or in flight" in message
+    assert "so ¥80.00 more cannot be refunded" in message
+    assert trans_no not in {row.trans_no for row in outcome_rows(result.stdout)}
+    with demo_db(var_dir) as db:
+        assert db.execute(
+            "SELECT count(*) FROM hsq_refunds_refund WHERE trans_no = ?", [trans_no]
+        ).fetchone() == (0,)
+
+
+def test_demo_finishes_refunds_by_notification_without_querying_them(demo):
+    """What the table says of each refund is what its audit rows say."""
+    var_dir, result = demo
+    rows = outcome_rows(result.stdout)
+    with demo_db(var_dir) as db:
+        stored = {
+            trans_no: (application, final_source, queries, notifications)
+            for trans_no, application, final_source, queries, notifications in db.execute(
+                "SELECT r.trans_no, r.application, r.final_source,"
+                " sum(q.source = 'query'), sum(q.source = 'notification')"
+                " FROM hsq_refunds_refund r LEFT JOIN hsq_refunds_refundquery q"
+                " ON q.refund_id = r.id GROUP BY r.id"
+            )
+        }
+    assert len(stored) == RECORDED
+    notified = [row for row in rows if row.final_by == "notification"]
+    assert len(notified) == 5
+    for row in rows:
+        application, final_source, queries, notifications = stored[row.trans_no]
+        assert row.queries == str(queries or 0), row
+        assert final_source == ("" if row.final_by == "-" else row.final_by), row
+        if row.case in TRACKED:
+            assert application == "" and not notifications, row  # applied for elsewhere
+        else:
+            assert application == "accepted" and notifications, row  # HSQ notified it
+    assert all(row.queries == "0" for row in notified)
+    summary = " ".join(result.stdout.split("Applied through the app:", 1)[1].split())
+    assert "5 became final by HSQ's notification, and 5 of those were never queried" in summary
+    assert "saved at least 5 queries" in summary
 
 
 def test_demo_table_is_aligned_with_chinese_text(demo):
@@ -157,8 +229,8 @@ def test_demo_runs_again_with_fresh_refunds(demo):
     assert second.returncode == 0, second.stdout + second.stderr
     first_nos = {row.trans_no for row in outcome_rows(first.stdout)}
     second_nos = {row.trans_no for row in outcome_rows(second.stdout)}
-    assert len(second_nos) == 10 and not first_nos & second_nos
-    with sqlite3.connect(var_dir / "demo.sqlite3") as db:
+    assert len(second_nos) == RECORDED and not first_nos & second_nos
+    with demo_db(var_dir) as db:
         stored = {no for (no,) in db.execute("SELECT trans_no FROM hsq_refunds_refund")}
     assert stored == second_nos
 
@@ -185,14 +257,15 @@ def test_demo_on_postgresql_through_database_url(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"PostgreSQL {name} on 127.0.0.1" in result.stdout
         rows = outcome_rows(result.stdout)
-        assert {(row.case, row.status) for row in rows} >= {
-            ("balance", "SUCCESS"),
-            ("bank card", "PROCESSING"),
-            ("refused by the bank", "FAIL"),
+        assert {(row.case, row.status, row.final_by) for row in rows} >= {
+            ("balance", "SUCCESS", "notification"),
+            ("bank card", "PROCESSING", "-"),
+            ("refused by HSQ", "FAIL", "notification"),
+            ("amount differs", "SUCCESS", "query"),
         }
         with psycopg.connect(url) as db:
             stored = db.execute("SELECT count(*) FROM hsq_refunds_refund").fetchone()[0]
-        assert stored == 10
+        assert stored == RECORDED
     finally:
         with psycopg.connect(dsn, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -209,13 +282,38 @@ def test_check_passes_with_the_sandbox_fallback(tmp_path):
     assert (tmp_path / "var" / "sandbox" / "credentials.json").is_file()
 
 
+def test_sandbox_notifications_go_to_the_sites_notification_view(tmp_path):
+    """With the sandbox, NOTIFY_URL is runserver's notification view (EXAMPLE_PORT's)."""
+    env = child_env(tmp_path / "var", EXAMPLE_PORT="8123")
+    code = (
+        "from urllib.parse import urlsplit; from django.conf import settings; "
+        "from django.urls import resolve; url = settings.HSQ_REFUNDS['NOTIFY_URL']; "
+        "print(url, resolve(urlsplit(url).path).view_name)"
+    )
+    result = run(["example_project/manage.py", "shell", "-v", "0", "-c", code], env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split() == [
+        "http://127.0.0.1:8123/hsq/refund-notify/",
+        "hsq_refunds:refund_notify",
+    ]
+
+
+def test_check_warns_of_a_notify_url_that_leads_elsewhere(tmp_path):
+    env = child_env(tmp_path / "var", HSQ_NOTIFY_URL="http://127.0.0.1:8000/admin/")
+    result = run(["example_project/manage.py", "check", "--fail-level", "WARNING"], env)
+    assert result.returncode != 0
+    assert "hsq_refunds.W007" in result.stderr
+
+
 def test_check_deploy_finds_no_error_from_the_repository_root(tmp_path):
     env = child_env(tmp_path / "var", DJANGO_DEBUG="0")
     args = ["-m", "django", "check", "--deploy", "--settings", "example_project.settings"]
     result = run(args, env)
     assert result.returncode == 0, result.stdout + result.stderr
-    # Production-mode warnings are expected (and wanted): the sandbox gateway is plain http.
+    # Production-mode warnings are expected (and wanted): the sandbox gateway and the
+    # notification URL are plain http.
     assert "hsq_refunds.W003" in result.stderr + result.stdout
+    assert "hsq_refunds.W006" in result.stderr + result.stdout
 
 
 def test_check_names_what_a_real_merchant_account_lacks(tmp_path):
@@ -249,6 +347,27 @@ def wait_for_login_page(url: str, process: subprocess.Popen, timeout: float = 12
     pytest.fail(f"{url} did not answer 200 in {timeout} s")
 
 
+def wait_for(predicate, process: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"serve exited before {what}"
+        if predicate():
+            return
+        time.sleep(0.3)
+    pytest.fail(f"not within {timeout} s: {what}")
+
+
+def notifications_recorded(db_path: Path) -> int:
+    """Audit rows written by the notification view (the database may still be migrating)."""
+    try:
+        with sqlite3.connect(db_path, timeout=5) as db:
+            return db.execute(
+                "SELECT count(*) FROM hsq_refunds_refundquery WHERE source = 'notification'"
+            ).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
@@ -276,6 +395,12 @@ def test_serve_runs_the_admin_and_stops_everything_on_sigint(tmp_path):
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for_login_page(f"{base}/admin/login/", process)
+        # The refunds are applied for once runserver answers, before the banner.
+        wait_for(
+            lambda: "is running" in tmp_path.joinpath("serve.log").read_text(),
+            process,
+            "the banner",
+        )
         chinese = requests.get(
             f"{base}/admin/login/", headers={"Accept-Language": "zh-CN,zh;q=0.9"}, timeout=10
         )
@@ -293,7 +418,14 @@ def test_serve_runs_the_admin_and_stops_everything_on_sigint(tmp_path):
             timeout=30,
         )
         assert answer.status_code == 200 and answer.url.endswith("/admin/hsq_refunds/refund/")
-        assert len(set(re.findall(r"RF\d{18}", answer.text))) == 10  # the seeded refunds
+        assert len(set(re.findall(r"RF\d{18}", answer.text))) == RECORDED  # the seeded ones
+        # HSQ's (the sandbox's) notifications of the applied refunds reach runserver's view.
+        wait_for(
+            lambda: notifications_recorded(tmp_path / "var" / "db.sqlite3") > 0,
+            process,
+            "a notification recorded",
+            timeout=60,
+        )
 
         # Every descendant: runserver and its reloaded child, qcluster and its workers.
         deadline = time.monotonic() + 30

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from example_project import environment
 from example_project.console import display_width, pad, render_table, yuan
+from example_project.scenario import (
+    QUICK,
+    SLOW,
+    Applied,
+    SandboxBook,
+    make_refunds,
+    order_specs,
+)
 
 # --------------------------------------------------------------------------- DATABASE_URL
 
@@ -107,6 +118,22 @@ def test_bad_sandbox_port_is_named(text):
         environment.sandbox_port({"HSQ_SANDBOX_PORT": text})
 
 
+@pytest.mark.parametrize(("text", "expected"), [("", 8000), ("9002", 9002)])
+def test_example_port(text, expected):
+    assert environment.example_port({"EXAMPLE_PORT": text}) == expected
+
+
+@pytest.mark.parametrize("text", ["http", "0", "70000"])
+def test_bad_example_port_is_named(text):
+    with pytest.raises(ValueError, match="EXAMPLE_PORT"):
+        environment.example_port({"EXAMPLE_PORT": text})
+
+
+def test_notify_url_is_the_notification_views_path_on_loopback():
+    assert environment.notify_url(8123) == "http://127.0.0.1:8123/hsq/refund-notify/"
+    assert environment.notify_url(8123).endswith(environment.NOTIFY_PATH)
+
+
 def test_only_a_merchant_number_leaves_the_sandbox():
     assert environment.uses_sandbox({})
     assert environment.uses_sandbox({"HSQ_SIGN_KEY": "x", "HSQ_MERCHANT_NO": " "})
@@ -154,3 +181,96 @@ def test_render_table_keeps_colour_out_of_widths():
 )
 def test_yuan(fen, text):
     assert yuan(fen) == text
+
+
+# --------------------------------------------------------------------------- the scenario
+
+NOW = datetime(2024, 5, 1, 4, 0, tzinfo=UTC)
+
+
+def test_the_partial_refunds_share_an_order_and_the_last_exceeds_it():
+    refunds = make_refunds(NOW, QUICK, not_found_grace=1800)
+    partial = [refund for refund in refunds if refund.orig_amount == 30000]
+    assert len({refund.orig_trans_no for refund in partial}) == 1
+    accepted = partial[:-1]
+    assert [refund.expect_refused for refund in partial] == [False, False, True]
+    assert sum(refund.amount for refund in accepted) <= 30000
+    assert sum(refund.amount for refund in partial) > 30000
+    # Every other application has its own order, each paid at least what is refunded.
+    others = [refund for refund in refunds if refund.applied_here and refund not in partial]
+    assert len({refund.orig_trans_no for refund in others}) == len(others)
+    assert all(refund.amount <= refund.orig_amount for refund in others)
+
+
+def test_transnos_are_unique_and_shaped_like_a_shops():
+    refunds = make_refunds(NOW, QUICK, not_found_grace=1800)
+    numbers = [refund.trans_no for refund in refunds]
+    assert len(set(numbers)) == len(numbers) == 13
+    assert all(re.fullmatch(r"RF\d{18}", number) for number in numbers)
+    assert numbers[0] == "RF202405011200000001"  # Beijing time
+
+
+def test_only_tracked_refunds_are_placed_at_the_sandbox_beforehand():
+    refunds = make_refunds(NOW, QUICK, not_found_grace=1800)
+    for refund in refunds:
+        assert (refund.order_spec() is not None) == refund.applied_here
+        if refund.applied_here:
+            assert refund.spec() is None  # HSQ learns of it from the application
+    assert {refund.order_spec()["kind"] for refund in refunds if refund.applied_here} == {
+        "balance",
+        "card",
+        "refuse",
+    }
+
+
+def test_quick_bank_cards_outlast_the_demo_and_slow_ones_finish():
+    assert QUICK.apply_settings()["card_seconds"] >= 86400
+    assert SLOW.timeline("card") == (
+        {"status": "PROCESSING", "seconds": 3 * 86400},
+        {"status": "SUCCESS"},
+    )
+    assert SLOW.timeline("refuse")[-1] == {"status": "FAIL"}
+    quick = {refund.case: refund for refund in make_refunds(NOW, QUICK, not_found_grace=1800)}
+    slow = {refund.case: refund for refund in make_refunds(NOW, SLOW, not_found_grace=1800)}
+    assert quick["bank card"].expect_status == "PROCESSING"
+    assert slow["bank card"].expect_status == "SUCCESS"
+
+
+def test_sandbox_book_keeps_refunds_applied_for_and_orders(tmp_path):
+    refunds = make_refunds(NOW, SLOW, not_found_grace=1800)
+    book = SandboxBook(tmp_path / "book.json")
+    assert book.load() == [] and book.load_orders() == []
+    applied_for = next(refund for refund in refunds if refund.kind == "card")
+    row = SimpleNamespace(
+        trans_no=applied_for.trans_no,
+        amount=applied_for.amount,
+        orig_trans_no=applied_for.orig_trans_no,
+        applied_at=NOW,
+        trade_no="T1",
+    )
+    specs = SandboxBook.stamped(refunds, NOW) + SandboxBook.applied(
+        [Applied(applied_for, row=row), Applied(refunds[7], refused=ValueError("no"))], SLOW
+    )
+    orders = [applied_for.order_spec()]
+    book.save(specs, orders)
+    assert book.load() == specs
+    assert book.load_orders() == orders
+    assert specs[-1] == {
+        "transNo": applied_for.trans_no,
+        "amount": applied_for.amount,
+        "origTransNo": applied_for.orig_trans_no,
+        "createdAt": "2024-05-01T04:00:00+00:00",
+        "timeline": [{"status": "PROCESSING", "seconds": 3 * 86400}, {"status": "SUCCESS"}],
+        "tradeNo": "T1",
+    }
+    assert [p.name for p in tmp_path.iterdir()] == ["book.json"]  # no staging file left
+
+
+def test_sandbox_book_specs_are_what_the_sandbox_takes(tmp_path):
+    from hsq_refunds.sandbox import SandboxServer
+
+    refunds = make_refunds(datetime.now(UTC), SLOW, not_found_grace=1800)
+    specs = SandboxBook.stamped(refunds, datetime.now(UTC))
+    gateway = SandboxServer(environment.sandbox_credentials(tmp_path))
+    assert gateway.add_refunds(specs) == len(specs) == 3
+    assert gateway.add_orders(order_specs(refunds)) == 6  # the three partial refunds share one
