@@ -23,7 +23,7 @@ PYTEST_FAST := -m "not slow and not browser and not postgres and not redis"
 	system-deps services-stop bench clean
 
 help:
-	@echo "make demo   - the example project syncing refunds from the local sandbox gateway"
+	@echo "make demo   - the example project applying for refunds, receiving notifications and syncing, with the local sandbox gateway"
 	@echo "make serve  - the example project's admin, sandbox and django-q2 cluster, for a person"
 	@echo "make test   - lint, the whole test suite (SQLite, PostgreSQL, Python 3.13 + Django 6.1)"
 	@echo "make bench  - the benchmarks under bench/"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import pprint
 import signal
 import sys
 import threading
@@ -42,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--key-size", type=int, default=2048, help="merchant RSA key size")
     init.add_argument("--platform-key-size", type=int, default=2048, help="platform key size")
     init.add_argument("--force", action="store_true", help="overwrite existing credentials")
+    init.add_argument(
+        "--print-settings",
+        metavar="URL",
+        help="print the HSQ_REFUNDS setting for a sandbox served at URL, ready for settings.py "
+        "(it holds the sandbox's own sign key and key password)",
+    )
     init.add_argument(
         "--show-secrets", action="store_true", help="also print the sign key and key password"
     )
@@ -86,6 +93,9 @@ def _init(args: argparse.Namespace) -> int:
         print(f"  sign key:                       {credentials.sign_key}")
         print(f"  private key password:           {credentials.private_key_password}")
     print(f"Serve them with: python -m hsq_refunds.sandbox serve --keys {credentials.directory}")
+    if args.print_settings:
+        print()
+        print("HSQ_REFUNDS = " + pprint.pformat(credentials.settings_dict(args.print_settings)))
     return 0
 
 

@@ -120,3 +120,22 @@ def test_serve_refuses_a_busy_port(hsq_sandbox, hsq_sandbox_credentials):
     )
     assert completed.returncode == 1, completed.stderr
     assert "error" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_init_prints_the_ready_settings(tmp_path):
+    import ast
+
+    done = subprocess.run(
+        [sys.executable, "-m", "hsq_refunds.sandbox", "init", str(tmp_path / "keys")]
+        + ["--print-settings", "http://127.0.0.1:8765/api/acquiring"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    text = done.stdout.split("HSQ_REFUNDS = ", 1)[1]
+    settings = ast.literal_eval(text)
+    assert settings["BASE_URL"] == "http://127.0.0.1:8765/api/acquiring"
+    [merchant] = settings["MERCHANTS"].values()
+    assert set(merchant) == {"SIGN_KEY", "PRIVATE_KEY", "PRIVATE_KEY_PASSWORD", "PLATFORM_CERT"}
+    assert Path(merchant["PRIVATE_KEY"]).is_file()
