@@ -146,7 +146,7 @@ def test_demo_shows_the_command_output_and_the_reasons(demo):
     assert "$ python example_project/manage.py sync_refunds\n" in result.stdout
     assert "$ python example_project/manage.py sync_refunds --all\n" in result.stdout
     # The flagged refunds' details: the amount HSQ reported is spelled out.
-    assert "10500" in result.stdout.split("wait for a person", 1)[1]
+    assert "¥105.00" in result.stdout.split("wait for a person", 1)[1]  # yuan, as people read it
 
 
 def test_demo_refuses_a_refund_beyond_what_was_paid_before_sending_it(demo):

@@ -125,9 +125,17 @@ def test_serve_refuses_a_busy_port(hsq_sandbox, hsq_sandbox_credentials):
 def test_init_prints_the_ready_settings(tmp_path):
     import ast
 
+    url = "http://127.0.0.1:8765/api/acquiring"
     done = subprocess.run(
-        [sys.executable, "-m", "hsq_refunds.sandbox", "init", str(tmp_path / "keys")]
-        + ["--print-settings", "http://127.0.0.1:8765/api/acquiring"],
+        [
+            sys.executable,
+            "-m",
+            "hsq_refunds.sandbox",
+            "init",
+            str(tmp_path / "keys"),
+            "--print-settings",
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
