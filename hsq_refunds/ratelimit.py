@@ -7,19 +7,24 @@ one cache (``RATE_LIMIT_CACHE``; in production Redis, Memcached or the database 
 
 How it works
 ------------
-Time, on the wall clock that every process reads alike, is cut into slots of ``1 / rate``
-seconds, numbered from the epoch. A query takes one slot: the first free slot that starts at
-or after the moment it asks, up to ``max_wait`` seconds ahead, reserved with ``cache.add`` on
-a key named after the merchant, the rate and the slot's number. ``add`` stores a key only if
-it is absent, atomically on every Django cache backend (Redis ``SET NX``, Memcached ``add``,
-the database cache's insert), so no two callers anywhere hold one slot. The caller then sleeps
-until its slot starts; a slot that is over by the time the cache has answered (a slow round
-trip) is given up, not used late. Each query thus starts within a slot of its own: across every
-process, at most ``rate`` queries in a second of the slots' grid (a calendar second, for a
-whole-number rate), at most one more in a one-second window placed anywhere, and never a
-burst. Slots are looked up a block at a time (``get_many``) before they are reserved, so that a
-caller behind many others pays about two cache round trips, not one per taken slot; each
-process also remembers where its last slot was.
+Time, on the wall clock that every process reads alike, is cut into slots, numbered from the
+epoch. A query takes one slot: the first free slot that starts at or after the moment it asks,
+up to ``max_wait`` seconds ahead, reserved with ``cache.add`` on a key named after the
+merchant, the pace and the slot's number. ``add`` stores a key only if it is absent, atomically
+on every Django cache backend (Redis ``SET NX``, Memcached ``add``, the database cache's
+insert), so no two callers anywhere hold one slot. The caller then sleeps until its slot
+starts. A slot that is over by the time the cache has answered (a slow round trip), or by the
+time the caller wakes up (a busy machine), is given up and another taken, rather than used
+late, where its query would go out together with the next slot's. Each query thus leaves
+within a slot of its own, evenly paced, never in a burst. Slots are looked up a block at a time
+(``get_many``) before they are reserved, so that a caller behind many others pays about two
+cache round trips, not one per taken slot; each process also remembers where its last slot
+was.
+
+HSQ counts queries as they arrive, and some take longer on the way than others. So the slots
+are ``(1 + spread) / rate`` seconds long: any ``1 + spread`` seconds hold at most ``rate``
+slots, and HSQ receives at most ``rate`` queries in any second as long as the way there varies
+by less than ``spread`` seconds (0.1 by default; the pace is then ``rate / 1.1``).
 
 Slot keys expire a few seconds after their slot has started. Processes on several machines
 need clocks kept within milliseconds of each other (NTP does that).
@@ -47,10 +52,14 @@ from django.core.cache import caches
 
 from .gateway import RateLimiter, TransportError
 
-__all__ = ["RateLimitTimeout", "SharedRateLimiter"]
+__all__ = ["RETAKES", "SPREAD", "RateLimitTimeout", "SharedRateLimiter"]
 
 logger = logging.getLogger("hsq_refunds.ratelimit")
 
+#: Seconds by which the way to HSQ may vary without HSQ counting more than ``rate`` a second.
+SPREAD = 0.1
+#: How many times a caller woken up too late for its slot takes another before it goes anyway.
+RETAKES = 3
 #: Slots looked up with one ``get_many``.
 _BLOCK = 32
 #: Seconds a slot's key outlives the slot's start (clock differences between machines).
@@ -78,12 +87,15 @@ class SharedRateLimiter(RateLimiter):
         *,
         merchant_no: str,
         cache_alias: str = "default",
+        spread: float = SPREAD,
         max_wait: float = 60.0,
         retry_after: float = 30.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(rate, clock=clock, sleep=sleep)
+        if not spread >= 0 or not math.isfinite(spread):
+            raise ValueError("spread must be a number of seconds >= 0")
         if not max_wait > 0 or not math.isfinite(max_wait):
             raise ValueError("max_wait must be a positive number of seconds")
         if not retry_after >= 0 or not math.isfinite(retry_after):
@@ -92,12 +104,16 @@ class SharedRateLimiter(RateLimiter):
         self.cache_alias = cache_alias
         self.max_wait = float(max_wait)
         self.retry_after = float(retry_after)
+        self.spread = float(spread)
+        #: Slots per second; the per-process fallback keeps the same pace.
+        self._per_second = self.rate / (1 + self.spread)
+        self.interval = 1 / self._per_second
         merchant = (
             merchant_no
             if _KEY_SAFE.fullmatch(merchant_no)
             else hashlib.sha256(merchant_no.encode("utf-8")).hexdigest()[:32]
         )
-        self._key_prefix = f"hsq_refunds:rate:{merchant}:{self.rate:g}:"
+        self._key_prefix = f"hsq_refunds:rate:{merchant}:{self._per_second:.6g}:"
         self._shared_lock = threading.Lock()
         #: The slot after the last one this process reserved: where its next search starts.
         self._hint = 0
@@ -116,6 +132,23 @@ class SharedRateLimiter(RateLimiter):
         Raises :class:`RateLimitTimeout` when none is free within ``max_wait``. While the
         cache cannot be reached, this process's own pace decides instead.
         """
+        return self._take()[1]
+
+    def acquire(self) -> None:
+        """Wait for this caller's slot. A caller woken up after its slot is over (a busy
+        machine) takes another instead of going late, at most :data:`RETAKES` times."""
+        for _retake in range(RETAKES):
+            start, wait = self._take()
+            if wait > 0:
+                self._sleep(wait)
+            if start is None or self._clock() < start + self.interval:
+                return
+        start, wait = self._take()
+        if wait > 0:
+            self._sleep(wait)
+
+    def _take(self) -> tuple[float | None, float]:
+        """``(start, wait)`` of a shared slot, or ``(None, wait)`` by the per-process pace."""
         now = self._clock()
         if now >= self._local_until:
             try:
@@ -130,8 +163,8 @@ class SharedRateLimiter(RateLimiter):
                         f"no free slot of the shared rate limit ({self.rate:g} per second) "
                         f"within {self.max_wait:g} seconds; nothing was sent"
                     )
-                return max(0.0, start - self._clock())
-        return super().reserve()
+                return start, max(0.0, start - self._clock())
+        return None, super().reserve()
 
     def _reserve_shared(self, now: float) -> float | None:
         """Reserve the first free slot from now to ``max_wait`` ahead; its start, or ``None``.
@@ -140,8 +173,8 @@ class SharedRateLimiter(RateLimiter):
         connection) is not used: its query would go out together with the next slot's.
         """
         cache = caches[self.cache_alias]
-        last = math.floor((now + self.max_wait) * self.rate)
-        slot = math.ceil(now * self.rate)
+        last = math.floor((now + self.max_wait) * self._per_second)
+        slot = math.ceil(now * self._per_second)
         if slot <= self._hint <= last:
             slot = self._hint
         while slot <= last:
@@ -152,7 +185,7 @@ class SharedRateLimiter(RateLimiter):
             for number, key in zip(block, keys, strict=True):
                 if key in taken:
                     continue
-                start = number / self.rate
+                start = number / self._per_second
                 timeout = math.ceil(max(0.0, start - now)) + _KEY_MARGIN
                 if not cache.add(key, 1, timeout=timeout):
                     continue
@@ -161,7 +194,7 @@ class SharedRateLimiter(RateLimiter):
                 if current < start + self.interval:
                     self._follow(start)
                     return start
-                slot = max(number + 1, math.ceil(current * self.rate))
+                slot = max(number + 1, math.ceil(current * self._per_second))
                 break
         return None
 
@@ -200,5 +233,5 @@ class SharedRateLimiter(RateLimiter):
     def __repr__(self) -> str:
         return (
             f"SharedRateLimiter(rate={self.rate!r}, merchant_no={self.merchant_no!r}, "
-            f"cache_alias={self.cache_alias!r})"
+            f"cache_alias={self.cache_alias!r}, spread={self.spread!r})"
         )
