@@ -605,17 +605,38 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
             ) % {"count": count, "limit": limit}
             self.message_user(request, message, messages.WARNING)
             return
-        ids = list(queryset.order_by("pk").values_list("pk", flat=True))
-        group = tasks.enqueue_refresh(ids)
-        logger.info("admin queued a refresh of %d refunds: task group %s", len(ids), group)
+        from django.db.models import F
+
+        # Least recently queried first: above CYCLE_LIMIT, the same action run again later
+        # takes the refunds this one left out.
+        ordered = queryset.order_by(F("last_queried_at").asc(nulls_first=True), "pk")
+        queued = tasks.queue_refresh(list(ordered.values_list("pk", flat=True)))
+        taken = len(queued.queued)
+        logger.info(
+            "admin queued a refresh of %d refunds: task group %s (%d left out)",
+            taken,
+            queued.group,
+            len(queued.left),
+        )
         message = ngettext(
             "%(count)d refund is queued for a refresh in the background (task group "
             "%(group)s). Reload this page in a while to see the result.",
             "%(count)d refunds are queued for a refresh in the background (task group "
             "%(group)s). Reload this page in a while to see the results.",
-            len(ids),
-        ) % {"count": len(ids), "group": group}
+            taken,
+        ) % {"count": taken, "group": queued.group}
         self.message_user(request, message, messages.INFO)
+        if queued.left:
+            left = ngettext(
+                "%(left)d more selected refund was left for later: one background refresh "
+                "queues at most %(limit)d refunds. Run this action again on the same selection "
+                "once these are done; it takes the refunds queried least recently first.",
+                "%(left)d more selected refunds were left for later: one background refresh "
+                "queues at most %(limit)d refunds. Run this action again on the same selection "
+                "once these are done; it takes the refunds queried least recently first.",
+                len(queued.left),
+            ) % {"left": len(queued.left), "limit": taken}
+            self.message_user(request, left, messages.WARNING)
 
     def _report_exception(self, request: HttpRequest, exc: HsqError) -> None:
         """A failure of the whole run (the settings): the engine raises it instead of reporting."""

@@ -66,6 +66,7 @@ from .gateway.validation import (
     check_merchant_no,
     query_deadline,
 )
+from .ratelimit import SharedRateLimiter
 
 __all__ = [
     "DEFAULTS",
@@ -882,6 +883,22 @@ def get_client(merchant_no: str | None = None) -> HsqClient:
         return client
 
 
+def _rate_limiter(current: HsqRefundsSettings, merchant_no: str) -> SharedRateLimiter | None:
+    """``RATE_LIMIT`` for one merchant, shared by every process through ``RATE_LIMIT_CACHE``.
+
+    A query may wait for its turn as long as its claim (``CLAIM_LEASE``) still leaves it the
+    whole ``QUERY_DEADLINE`` afterwards.
+    """
+    if current.RATE_LIMIT is None:
+        return None
+    return SharedRateLimiter(
+        current.RATE_LIMIT,
+        merchant_no=merchant_no,
+        cache_alias=current.RATE_LIMIT_CACHE,
+        max_wait=max(1.0, current.CLAIM_LEASE - current.QUERY_DEADLINE),
+    )
+
+
 def _build_client(current: HsqRefundsSettings, merchant: MerchantSettings) -> HsqClient:
     try:
         return HsqClient(
@@ -897,7 +914,7 @@ def _build_client(current: HsqRefundsSettings, merchant: MerchantSettings) -> Hs
             retries=current.RETRIES,
             backoff_factor=current.BACKOFF_FACTOR,
             deadline=current.QUERY_DEADLINE,
-            rate_limit=current.RATE_LIMIT,
+            rate_limit=_rate_limiter(current, merchant.merchant_no),
             pool_maxsize=max(32, current.CONCURRENCY),
         )
     except ConfigurationError as exc:

@@ -6,6 +6,13 @@ the due refunds into batches and queues one :func:`sync_refund_batch` task per b
 one django-q2 group per cycle, so that every worker of every cluster reading the queue takes
 part: with the Redis broker, that is every ``manage.py qcluster`` on every machine.
 
+One cycle queues at most ``CYCLE_LIMIT`` refunds, oldest due first (``next_query_at``, then
+id), so that a backlog of a million due refunds does not become a million refunds' claims and
+tasks at once: the next cycle takes the next ``CYCLE_LIMIT``, and so on, while the workers work
+through what is queued. ``CYCLE_LIMIT`` is, unless given, what the workers can query between
+two cycles (see the settings reference). The admin's bulk refresh (:func:`enqueue_refresh`)
+queues at most as many.
+
 A queued batch must not be queued again by the next cycle while it waits for a worker. So the
 cycle *claims* each batch's refunds before queueing it, with the engine's own claim fields
 (``claimed_until``, ``claim_token``): a token unique to the batch, for a lease long enough for
@@ -27,6 +34,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,8 +51,10 @@ from .sync import due_id_pages, sync_claimed, sync_refunds
 __all__ = [
     "BATCH_TASK",
     "CYCLE_TASK",
+    "QueuedRefresh",
     "cluster_configured",
     "enqueue_refresh",
+    "queue_refresh",
     "queued_lease",
     "sync_due_refunds",
     "sync_refund_batch",
@@ -101,32 +111,35 @@ def _group_name(kind: str) -> str:
 
 
 def sync_due_refunds() -> dict[str, Any]:
-    """The scheduled sync: every due refund, inline when few, else in queued batches.
+    """The scheduled sync: the due refunds, inline when few, else in queued batches; at most
+    ``CYCLE_LIMIT`` of them, oldest due first (the next cycle takes the rest).
 
     Returns ``{"batches": 0, "queued": 0, "group": None, "report": {...}}`` after an inline
     sync, or ``{"batches": n, "queued": refunds, "group": "...", "report": None}`` after
     queueing ``n`` batches in one group.
     """
     policy = get_settings()
-    size = policy.TASK_BATCH_SIZE
+    size, limit = policy.TASK_BATCH_SIZE, policy.CYCLE_LIMIT
     now = timezone.now()
     waiting = list(_due_unclaimed(now).values_list("id", flat=True)[: size + 1])
     if len(waiting) <= size:
-        report = sync_refunds(allow_transaction=_inline())
+        report = sync_refunds(allow_transaction=_inline(), limit=limit)
         return {"batches": 0, "queued": 0, "group": None, "report": report.as_dict()}
-    return _fan_out(now, size)
+    return _fan_out(now, size, limit)
 
 
-def _fan_out(now: datetime, size: int) -> dict[str, Any]:
-    """Claim the due refunds batch by batch and queue one task per batch."""
+def _fan_out(now: datetime, size: int, limit: int) -> dict[str, Any]:
+    """Claim up to ``limit`` due refunds batch by batch and queue one task per batch."""
     from django_q.tasks import async_task
 
     group = _group_name("sync")
     until = now + queued_lease()
     batches = queued = 0
     for page in _due_pages(now, size):
+        if queued >= limit:
+            break
         token = uuid.uuid4().hex
-        batch = Refund.objects.filter(id__in=page)
+        batch = Refund.objects.filter(id__in=page[: limit - queued])
         if not batch.due(now).claimable(timezone.now()).claim(token, until):
             continue
         ids = list(
@@ -140,7 +153,13 @@ def _fan_out(now: datetime, size: int) -> dict[str, Any]:
             raise
         batches += 1
         queued += len(ids)
-    logger.info("queued %d refunds in %d batches (group %s)", queued, batches, group)
+    logger.info(
+        "queued %d refunds in %d batches (group %s)%s",
+        queued,
+        batches,
+        group,
+        f"; CYCLE_LIMIT {limit} reached, the next cycle takes more" if queued >= limit else "",
+    )
     return {"batches": batches, "queued": queued, "group": group, "report": None}
 
 
@@ -168,18 +187,43 @@ def sync_refund_batch(
     return result
 
 
-def enqueue_refresh(refund_ids: Sequence[int]) -> str:
-    """Queue a refresh of these refunds (due or not) in batches; return the group id.
+@dataclass(frozen=True)
+class QueuedRefresh:
+    """What :func:`queue_refresh` queued: the task group, and the refunds left out."""
+
+    #: The django-q2 group of the batches.
+    group: str
+    #: The ids queued, in the order given.
+    queued: tuple[int, ...]
+    #: The ids beyond ``CYCLE_LIMIT``, not queued.
+    left: tuple[int, ...]
+
+
+def queue_refresh(refund_ids: Sequence[int]) -> QueuedRefresh:
+    """Queue a refresh of these refunds (due or not) in batches, at most ``CYCLE_LIMIT`` of
+    them: the first ones in the order given. The rest are left out, for the caller to say so.
 
     For the admin's bulk action above ``ADMIN_SYNC_LIMIT``: the request only queues the work.
     Nothing is claimed in advance: the engine claims each refund when a worker queries it.
     """
     from django_q.tasks import async_task
 
+    policy = get_settings()
     ids = list(dict.fromkeys(int(refund_id) for refund_id in refund_ids))
-    size = get_settings().TASK_BATCH_SIZE
+    chosen, left = ids[: policy.CYCLE_LIMIT], ids[policy.CYCLE_LIMIT :]
+    size = policy.TASK_BATCH_SIZE
     group = _group_name("refresh")
-    for start in range(0, len(ids), size):
-        async_task(BATCH_TASK, ids[start : start + size], q_options={"group": group})
-    logger.info("queued a refresh of %d refunds (group %s)", len(ids), group)
-    return group
+    for start in range(0, len(chosen), size):
+        async_task(BATCH_TASK, chosen[start : start + size], q_options={"group": group})
+    logger.info(
+        "queued a refresh of %d refunds (group %s)%s",
+        len(chosen),
+        group,
+        f"; {len(left)} more left out (CYCLE_LIMIT {policy.CYCLE_LIMIT})" if left else "",
+    )
+    return QueuedRefresh(group, tuple(chosen), tuple(left))
+
+
+def enqueue_refresh(refund_ids: Sequence[int]) -> str:
+    """:func:`queue_refresh` (at most ``CYCLE_LIMIT`` refunds), returning the group id."""
+    return queue_refresh(refund_ids).group

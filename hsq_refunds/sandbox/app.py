@@ -16,8 +16,9 @@ import json
 import logging
 import os
 import threading
+import time
 import urllib.parse
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -71,6 +72,8 @@ CONTROL_PATH = "/sandbox"
 METHOD = QUERY
 JSON_TYPE = "application/json;charset=UTF-8"
 SCENARIO_KEYS = ("refunds", "faults", "orders", "apply", "notify")
+#: How many arrival times of queries :meth:`SandboxApp.query_times` keeps.
+QUERY_TIMES_KEPT = 100_000
 
 #: Faults that stand for an application that never got through: it is not recorded.
 _REFUSING_FAULTS = frozenset(
@@ -164,6 +167,8 @@ class SandboxApp:
         self._refunds: dict[str, SandboxRefund] = {}
         self._faults = FaultBook()
         self._counts: Counter[str] = Counter()
+        #: When each counted query arrived (``time.time()``), the last QUERY_TIMES_KEPT.
+        self._query_times: deque[float] = deque(maxlen=QUERY_TIMES_KEPT)
         self._orders: dict[str, Order] = {}
         #: origTransNo -> the transNos of the refunds that name it.
         self._order_refunds: dict[str, set[str]] = {}
@@ -246,6 +251,12 @@ class SandboxApp:
         with self._lock:
             return dict(self._counts)
 
+    def query_times(self) -> list[float]:
+        """When each query counted by :meth:`query_counts` arrived, as ``time.time()``
+        (comparable between processes), oldest first; the last ``QUERY_TIMES_KEPT``."""
+        with self._lock:
+            return list(self._query_times)
+
     def application_counts(self) -> dict[str, dict[str, int]]:
         """Per transNo: applications ``received`` (refused ones included) and ``accepted``."""
         with self._lock:
@@ -268,6 +279,7 @@ class SandboxApp:
             self._refunds.clear()
             self._faults.clear()
             self._counts.clear()
+            self._query_times.clear()
             self._orders.clear()
             self._order_refunds.clear()
             self._applications.clear()
@@ -340,6 +352,7 @@ class SandboxApp:
         with self._lock:
             if trans_no is not None:
                 self._counts[trans_no] += 1
+                self._query_times.append(time.time())
             latency, fault = self._faults.take(trans_no, QUERY)
             refund = self._refunds.get(trans_no) if trans_no is not None else None
         reply = self._answer(fields, trans_no, refund, fault)
@@ -577,6 +590,7 @@ class SandboxApp:
                 "counts": self.query_counts(),
                 "applications": self.application_counts(),
             },
+            ("GET", "query-times"): lambda _data: {"times": self.query_times()},
             ("GET", "apply"): lambda _data: {"apply": self.apply_settings()},
             ("POST", "apply"): lambda data: {"apply": self.configure_apply(data or {})},
             ("GET", "notify"): lambda _data: {"notify": self.notify_settings()},

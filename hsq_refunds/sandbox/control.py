@@ -79,6 +79,10 @@ class SandboxControl(AddRefundMixin, AddOrderMixin):
         """Queries received per transNo since the last reset."""
         return dict(self._call("GET", "counts")["counts"])
 
+    def query_times(self) -> list[float]:
+        """When each counted query arrived (``time.time()``) since the last reset."""
+        return [float(when) for when in self._call("GET", "query-times")["times"]]
+
     def application_counts(self) -> dict[str, dict[str, int]]:
         """Per transNo, applications ``received`` and ``accepted`` since the last reset."""
         return dict(self._call("GET", "counts")["applications"])

@@ -188,6 +188,10 @@ class SandboxServer(AddRefundMixin, AddOrderMixin):
         """Queries received per transNo (signature failures and faults included)."""
         return self._app.query_counts()
 
+    def query_times(self) -> list[float]:
+        """When each counted query arrived (``time.time()``), oldest first."""
+        return self._app.query_times()
+
     def application_counts(self) -> dict[str, dict[str, int]]:
         """Per transNo, applications ``received`` (refused ones included) and ``accepted``."""
         return self._app.application_counts()

@@ -31,3 +31,17 @@ Q_CLUSTER = {
     "catch_up": False,
     "sync": False,
 }
+
+# The distributed rate test shares RATE_LIMIT through a cache on the same Redis server
+# (``HSQ_REFUNDS["RATE_LIMIT_CACHE"] = "rate"``), its keys apart from other runs' by the
+# queue's name.
+if os.environ.get("HSQ_TEST_RATE_CACHE_URL"):
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "rate": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["HSQ_TEST_RATE_CACHE_URL"],
+            "KEY_PREFIX": Q_CLUSTER["name"],
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        },
+    }
