@@ -101,6 +101,7 @@ class SyncReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     status_changes: Counter[tuple[str, str]] = field(default_factory=Counter)
     by_status: Counter[str] = field(default_factory=Counter)
+    answered: Counter[str] = field(default_factory=Counter)
     flagged: Counter[str] = field(default_factory=Counter)
     errors: list[RefundFailure] = field(default_factory=list)
 
@@ -124,6 +125,7 @@ class SyncReport:
             outcomes=self.outcomes + other.outcomes,
             status_changes=self.status_changes + other.status_changes,
             by_status=self.by_status + other.by_status,
+            answered=self.answered + other.answered,
             flagged=self.flagged + other.flagged,
             errors=[*self.errors, *other.errors],
         )
@@ -142,6 +144,7 @@ class SyncReport:
                 for (old, new), count in sorted(self.status_changes.items())
             ],
             "by_status": dict(self.by_status),
+            "answered": dict(self.answered),
             "flagged": dict(self.flagged),
             "errors": [asdict(error) for error in self.errors],
             "summary": str(self.summary()),
@@ -160,6 +163,7 @@ class SyncReport:
                 {(item["from"], item["to"]): item["count"] for item in data["status_changes"]}
             ),
             by_status=Counter(data["by_status"]),
+            answered=Counter(data.get("answered", {})),
             flagged=Counter(data["flagged"]),
             errors=[RefundFailure(**error) for error in data["errors"]],
         )
@@ -168,6 +172,8 @@ class SyncReport:
         """Count what one answer did to one refund (its outcome, status, flag, failure)."""
         self.outcomes[decision.outcome] += 1
         self.by_status[decision.new_status] += 1
+        if decision.error is None:
+            self.answered[decision.new_status] += 1
         if decision.queried:
             self.queried += 1
         if decision.status_changed:
@@ -188,24 +194,46 @@ class SyncReport:
         if not handled and not self.errors and not self.skipped:
             text = gettext("No refunds to sync.")
         else:
-            parts = [
-                ngettext("%(count)d refund queried", "%(count)d refunds queried", self.queried)
-                % {"count": self.queried}
-            ]
-            statuses = _status_phrases(self.by_status)
-            if statuses:
-                parts[0] = _detail(parts[0], _join(statuses))
+            failed = [error for error in self.errors if error.error_type != UNKNOWN_REFUND]
+            untracked = len(self.errors) - len(failed)
+            parts = []
+            if handled and not failed:
+                # Every refund asked about was answered: what the answers said.
+                head = ngettext(
+                    "%(count)d refund queried", "%(count)d refunds queried", handled
+                ) % {"count": handled}
+                statuses = _status_phrases(self.answered or self.by_status)
+                parts.append(_detail(head, _join(statuses)) if statuses else head)
+            elif handled:
+                # Answered and failed add up to the refunds handled.
+                clauses = []
+                answered = handled - len(failed)
+                if answered:
+                    said = ngettext(
+                        "HSQ answered %(count)d", "HSQ answered %(count)d", answered
+                    ) % {"count": answered}
+                    statuses = _status_phrases(self.answered)
+                    clauses.append(_aside(said, _join(statuses)) if statuses else said)
+                not_asked = ngettext(
+                    "%(count)d could not be queried", "%(count)d could not be queried", len(failed)
+                ) % {"count": len(failed)}
+                clauses.append(_detail(not_asked, _join(_error_phrases(failed))))
+                head = ngettext("%(count)d refund", "%(count)d refunds", handled) % {
+                    "count": handled
+                }
+                parts.append(_detail(head, clauses[0]))
+                parts.extend(clauses[1:])
+            if untracked:
+                parts.append(
+                    ngettext("%(count)d not tracked", "%(count)d not tracked", untracked)
+                    % {"count": untracked}
+                )
             if self.flagged:
                 count = sum(self.flagged.values())
                 parts.append(
                     ngettext("%(count)d needs attention", "%(count)d need attention", count)
                     % {"count": count}
                 )
-            if self.errors:
-                failed = ngettext("%(count)d failed", "%(count)d failed", len(self.errors)) % {
-                    "count": len(self.errors)
-                }
-                parts.append(_detail(failed, _join(_error_phrases(self.errors))))
             if self.skipped:
                 parts.append(
                     ngettext(
@@ -223,6 +251,10 @@ class SyncReport:
             if (self.dry_run)
             else text
         )
+
+
+def _aside(head: str, details: str) -> str:
+    return pgettext("summary aside", "%(head)s (%(details)s)") % {"head": head, "details": details}
 
 
 def _detail(head: str, details: str) -> str:

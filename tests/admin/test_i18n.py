@@ -116,7 +116,7 @@ def test_messages_are_chinese(admin_client, make_refund, sandbox):
     assert message_texts(button) == [("success", "已从慧收钱刷新退款 R-ZH1：成功。")]
     (summary_level, summary), (error_level, errors) = message_texts(action)
     assert (summary_level, error_level) == ("warning", "error")
-    assert summary.startswith("已查询 2 笔退款")
+    assert summary.startswith("2 笔退款：慧收钱应答了 1 笔")
     assert "1 笔成功" in summary and "签名无效" in summary
     assert errors.startswith("1 笔退款刷新失败：R-ZH2：签名无效：")
 

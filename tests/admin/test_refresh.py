@@ -43,8 +43,8 @@ def test_action_lists_each_failure_with_type_code_and_message(admin_client, make
     assert response.status_code == 200
     (summary_level, summary), (error_level, errors) = message_texts(response)
     assert summary_level == "warning"
-    assert summary.startswith("3 refunds queried: 1 succeeded")
-    assert "2 failed" in summary
+    assert summary.startswith("3 refunds: HSQ answered 1 (1 succeeded); 2 could not be queried")
+    assert "2 could not be queried" in summary
     assert error_level == "error"
     assert errors.startswith("2 refunds could not be refreshed: ")
     assert "R2: signature invalid: the signature of the success answer does not verify" in errors

@@ -52,7 +52,10 @@ class TestInProcess:
         assert status == 1
         lines = out.splitlines()
         assert lines[0].startswith("P1 [888000000001]: signature ")
-        assert lines[-1].endswith("; 1 failed: signature invalid.")
+        assert lines[-1] == (
+            "3 refunds: HSQ answered 2 (1 succeeded, 1 refund failed); "
+            "1 could not be queried: signature invalid."
+        )
         assert "1 refund could not be synced." in err
         assert "Traceback" not in out + err
 
@@ -61,9 +64,10 @@ class TestInProcess:
         sandbox.set_fault("http_error", trans_no="P1", status=502)
         status, out, err = run("-v", "0")
         assert status == 1
+        # What was asked (3), what HSQ answered (2) and what failed (1) add up.
         assert out == (
-            "3 refunds queried: 1 succeeded, 1 refund failed, 1 status unknown; "
-            "1 failed: network error.\n"
+            "3 refunds: HSQ answered 2 (1 succeeded, 1 refund failed); "
+            "1 could not be queried: network error.\n"
         )
         assert "refunds synced" not in err
 
@@ -106,7 +110,7 @@ class TestInProcess:
         status, out, _err = run("L1", "NOPE")
         assert status == 1
         assert "NOPE [-]: unknown transNo NOPE is not tracked" in out
-        assert "1 failed: not tracked" in out
+        assert "1 refund queried: 1 succeeded; 1 not tracked." in out
         assert sandbox.query_counts() == {"L1": 1}
 
     def test_all_and_errored_only_and_limit(self, refunds, sandbox):

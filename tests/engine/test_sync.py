@@ -460,7 +460,7 @@ def test_a_dry_run_queries_and_reports_but_writes_nothing(
     assert all(q["sql"].startswith("SELECT") for q in queries.captured_queries)
     assert report.dry_run and report.queried == 10
     assert report.status_changes[("UNKNOWN", "SUCCESS")] == 3
-    assert report.summary().startswith("Dry run, nothing written: 10 refunds queried")
+    assert report.summary().startswith("Dry run, nothing written: 10 refunds: HSQ answered 9")
     assert sum(sandbox.query_counts().values()) == 10
 
 
@@ -513,10 +513,16 @@ def test_summary_sentence():
     report = SyncReport(selected=4, queried=4)
     report.outcomes.update({"ok": 3, "signature_error": 1})
     report.by_status.update({"SUCCESS": 1, "PROCESSING": 3})
+    report.answered.update({"SUCCESS": 1, "PROCESSING": 2})
     report.errors.append(RefundFailure("R4", "888", "signature", "", "does not verify"))
     assert report.summary() == (
-        "4 refunds queried: 1 succeeded, 3 still processing; 1 failed: signature invalid."
+        "4 refunds: HSQ answered 3 (1 succeeded, 2 still processing); "
+        "1 could not be queried: signature invalid."
     )
+    report.outcomes.update({"transport_error": 1})
     report.errors.append(RefundFailure("R5", "888", "transport", "", "timed out"))
     report.flagged["not_found"] += 1
-    assert "1 needs attention; 2 failed: 1 signature invalid, 1 network error" in report.summary()
+    assert report.summary() == (
+        "5 refunds: HSQ answered 3 (1 succeeded, 2 still processing); 2 could not be queried: "
+        "1 signature invalid, 1 network error; 1 needs attention."
+    )
