@@ -71,6 +71,38 @@ SEARCHED_NUMBERS = ("trans_no", "orig_trans_no", "trade_no")
 ORDER_REFUNDS_SHOWN = 50
 
 
+def _offer_merchants(
+    form: forms.BaseForm, *, first_when_several: bool
+) -> ConfigurationError | None:
+    """Fill the form's ``merchant_no`` choices with the configured merchants; returns the
+    setting's error, said once by the form's ``clean()`` rather than as "select a valid
+    choice"."""
+    field = cast(forms.ChoiceField, form.fields["merchant_no"])
+    try:
+        merchants = conf.merchant_numbers()
+    except ConfigurationError as exc:
+        field.required = False
+        field.choices = []
+        return exc
+    choices = [(number, number) for number in merchants]
+    default = conf.default_merchant_no() or (
+        merchants[0] if first_when_several and merchants else None
+    )
+    field.choices = choices if default or not merchants else [("", "---------"), *choices]
+    field.initial = default if merchants else None
+    if not merchants:
+        field.help_text = _("No merchant is configured in the HSQ_REFUNDS setting.")
+    return None
+
+
+def _refuse_broken_settings(error: ConfigurationError | None) -> None:
+    if error is not None:
+        raise forms.ValidationError(
+            gettext("The HSQ_REFUNDS setting is invalid: %(error)s (see manage.py check).")
+            % {"error": error}
+        )
+
+
 class RefundAddForm(forms.ModelForm):
     """Start tracking a refund applied for elsewhere: its transNo and merchant are enough.
 
@@ -94,27 +126,10 @@ class RefundAddForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        field = cast(forms.ChoiceField, self.fields["merchant_no"])
-        self.settings_error: ConfigurationError | None = None
-        try:
-            merchants = conf.merchant_numbers()
-        except ConfigurationError as exc:
-            # Said once, by clean(), naming the setting; not as "select a valid choice".
-            self.settings_error = exc
-            merchants = []
-            field.required = False
-        field.choices = [(number, number) for number in merchants]
-        if merchants:
-            field.initial = conf.default_merchant_no() or merchants[0]
-        elif self.settings_error is None:
-            field.help_text = _("No merchant is configured in the HSQ_REFUNDS setting.")
+        self.settings_error = _offer_merchants(self, first_when_several=True)
 
     def clean(self) -> dict[str, Any]:
-        if self.settings_error is not None:
-            raise forms.ValidationError(
-                gettext("The HSQ_REFUNDS setting is invalid: %(error)s (see manage.py check).")
-                % {"error": self.settings_error}
-            )
+        _refuse_broken_settings(self.settings_error)
         return super().clean() or {}
 
     def amount_fen(self) -> int | None:
@@ -156,21 +171,8 @@ class RefundApplyForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        field = cast(forms.ChoiceField, self.fields["merchant_no"])
-        self.settings_error: ConfigurationError | None = None
-        try:
-            merchants = conf.merchant_numbers()
-        except ConfigurationError as exc:
-            # Said once, by clean(), naming the setting; not as "select a valid choice".
-            self.settings_error = exc
-            merchants = []
-            field.required = False
-        choices = [(number, number) for number in merchants]
-        default = conf.default_merchant_no() if merchants else None
-        field.choices = choices if default or not merchants else [("", "---------"), *choices]
-        field.initial = default
-        if not merchants and self.settings_error is None:
-            field.help_text = _("No merchant is configured in the HSQ_REFUNDS setting.")
+        # Money moves: with several merchants, a person picks one.
+        self.settings_error = _offer_merchants(self, first_when_several=False)
 
     def clean_orig_trans_no(self) -> str:
         value = self.cleaned_data["orig_trans_no"]
@@ -206,11 +208,7 @@ class RefundApplyForm(forms.Form):
         return value
 
     def clean(self) -> dict[str, Any]:
-        if self.settings_error is not None:
-            raise forms.ValidationError(
-                gettext("The HSQ_REFUNDS setting is invalid: %(error)s (see manage.py check).")
-                % {"error": self.settings_error}
-            )
+        _refuse_broken_settings(self.settings_error)
         cleaned = super().clean() or {}
         paid, amount = cleaned.get("orig_amount_yuan"), cleaned.get("amount_yuan")
         if paid is not None and amount is not None and amount > paid:
