@@ -57,9 +57,10 @@ $(VENV)/.installed-docs: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install -q -e '.[docs]'
 	@touch $@
 
-# A broken link, page or API reference fails the build (--strict).
+# A broken link, page or API reference fails the build (--strict). NO_MKDOCS_2_WARNING: no
+# banner about future MkDocs versions in the output.
 docs: $(VENV)/.installed-docs
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
