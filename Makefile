@@ -19,13 +19,14 @@ VENV313 := .venv-py313
 BIN := $(VENV)/bin
 PYTEST_FAST := -m "not slow and not browser and not postgres and not redis"
 
-.PHONY: help demo serve test lint format package test-sqlite test-postgres test-py312 test-py313 \
-	system-deps services-stop bench clean
+.PHONY: help demo serve test lint format package docs test-sqlite test-postgres test-py312 \
+	test-py313 system-deps services-stop bench clean
 
 help:
 	@echo "make demo   - the example project applying for refunds, receiving notifications and syncing, with the local sandbox gateway"
 	@echo "make serve  - the example project's admin, sandbox and django-q2 cluster, for a person"
 	@echo "make test   - lint, the whole test suite (SQLite, PostgreSQL, Python 3.13 + Django 6.1)"
+	@echo "make docs   - the documentation site (English and Chinese), built --strict into site/"
 	@echo "make bench  - the benchmarks under bench/"
 
 $(VENV)/.installed: pyproject.toml
@@ -63,6 +64,16 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The documentation tools go into the same .venv, once (and again when pyproject.toml changes).
+$(VENV)/.installed-docs: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install -q -e '.[docs]'
+	@touch $@
+
+# A broken link, page or API reference fails the build (--strict). NO_MKDOCS_2_WARNING: no
+# banner about future MkDocs versions in the output.
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
@@ -70,6 +81,7 @@ format: $(VENV)/.installed
 test: system-deps $(VENV)/.installed
 	$(MAKE) lint
 	$(MAKE) package
+	$(MAKE) docs
 	$(BIN)/python -m tests.services start
 	$(MAKE) test-sqlite
 	$(MAKE) test-postgres
