@@ -31,7 +31,7 @@ from django.views.decorators.csrf import csrf_exempt
 from .conf import get_client, get_settings
 from .gateway import ConfigurationError, HsqError, RefundQueryResult, SignatureError
 from .gateway.notification import NOTIFICATION_FIELDS, notification_merchant_no
-from .models import Refund, Source, record_answer
+from .models import Refund, Source, record_answer, validate_trans_no
 from .rules import AttentionReason, Decision, decide
 from .text import printable
 
@@ -124,6 +124,9 @@ def _form(body: bytes, content_type: str) -> dict[str, str] | None:
 
 def _record(result: RefundQueryResult, form: dict[str, str]) -> None:
     policy = get_settings()
+    # A signed transNo the app could never have applied for (control characters, NUL, which
+    # PostgreSQL cannot even look up) is unreadable: a ValueError, answered FAIL.
+    validate_trans_no(result.trans_no)
     refund = Refund.objects.filter(merchant_no=result.merchant_no, trans_no=result.trans_no).first()
     unknown = refund is None
     if refund is None:

@@ -186,3 +186,12 @@ def test_the_sandbox_notifies_an_application_and_it_lands_without_a_query(
     assert sources == {"application", "notification"}
     results = [entry["result"] for entry in sandbox.notification_log()[refund.trans_no]]
     assert results and set(results) == {"acknowledged"}
+
+
+@pytest.mark.parametrize("trans_no", ["R\x00NUL", "R\n1", " R1"])
+def test_a_signed_trans_no_no_refund_could_have_is_refused(sandbox, notification, post, trans_no):
+    """PostgreSQL cannot even look up a NUL: still a FAIL, never a 5xx, and nothing written."""
+    before = snapshot()
+    reply = post(notification(trans_no, "SUCCESS"))
+    assert (reply.status_code, reply.text) == (400, "FAIL")
+    assert snapshot() == before
