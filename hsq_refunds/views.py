@@ -12,7 +12,8 @@ notification that changes nothing (so that HSQ stops sending it); ``FAIL`` with 
 anything that does not verify, names a merchant that is not configured, or cannot be read
 (nothing written but a log line; never an echo of the input, never why verification failed);
 405 for anything but ``POST``; 413 above 64 KiB. The signature is the authentication, so CSRF
-is exempted for this view alone.
+is exempted for this view alone. It is not in a request transaction (``ATOMIC_REQUESTS``): the
+answer is committed by its own write before ``SUCCESS`` is sent.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import logging
 from dataclasses import replace
 from urllib.parse import parse_qsl
 
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext
@@ -48,6 +49,7 @@ def _reply(status: int, text: str) -> HttpResponse:
 
 
 @csrf_exempt
+@transaction.non_atomic_requests
 def refund_notify(request: HttpRequest) -> HttpResponse:
     """Receive, verify and record one refund notification from HSQ."""
     if request.method != "POST":
