@@ -95,6 +95,13 @@ def _offer_merchants(
     return None
 
 
+def _printable(value: str, message: str) -> str:
+    """``value``, or a form error with ``message`` when it holds control characters."""
+    if has_forbidden_characters(value):
+        raise forms.ValidationError(message, code="control_characters")
+    return value
+
+
 def _refuse_broken_settings(error: ConfigurationError | None) -> None:
     if error is not None:
         raise forms.ValidationError(
@@ -175,13 +182,10 @@ class RefundApplyForm(forms.Form):
         self.settings_error = _offer_merchants(self, first_when_several=False)
 
     def clean_orig_trans_no(self) -> str:
-        value = self.cleaned_data["orig_trans_no"]
-        if has_forbidden_characters(value):
-            raise forms.ValidationError(
-                gettext("The order number cannot contain control characters."),
-                code="control_characters",
-            )
-        return value
+        return _printable(
+            self.cleaned_data["orig_trans_no"],
+            gettext("The order number cannot contain control characters."),
+        )
 
     def clean_orig_amount_yuan(self) -> Decimal:
         return self._yuan("orig_amount_yuan")
@@ -190,13 +194,10 @@ class RefundApplyForm(forms.Form):
         return self._yuan("amount_yuan")
 
     def clean_reason(self) -> str:
-        value = self.cleaned_data["reason"]
-        if has_forbidden_characters(value):
-            raise forms.ValidationError(
-                gettext("The reason cannot contain control characters such as line breaks."),
-                code="control_characters",
-            )
-        return value
+        return _printable(
+            self.cleaned_data["reason"],
+            gettext("The reason cannot contain control characters such as line breaks."),
+        )
 
     def clean_trans_no(self) -> str:
         value = self.cleaned_data["trans_no"]
