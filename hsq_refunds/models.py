@@ -11,11 +11,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
-from django.db.models import Q
+from django.db import connections, models, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Q, sql
 from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
@@ -157,6 +158,42 @@ class RefundQuerySet(models.QuerySet["Refund"]):
         condition, so on PostgreSQL a second run waits for the first and then skips its rows.
         """
         return self.update(claimed_until=until, claim_token=token)
+
+    def claim_and_fetch(self, token: str, until: datetime) -> list[Refund]:
+        """:meth:`claim`, and return the refunds claimed as they are now (in no set order).
+
+        One ``UPDATE ... RETURNING`` where the database has it (PostgreSQL, SQLite 3.35+),
+        with the same condition as :meth:`claim`, so that two runs at once never both get a
+        refund; elsewhere the ids are read first, then claimed, then the rows read back.
+        """
+        queryset = self.all()
+        queryset._for_write = True  # type: ignore[attr-defined]  # as update() does
+        using = queryset.db
+        connection = connections[using]
+        if not _updates_return_rows(connection):
+            ids = list(queryset.values_list("pk", flat=True))
+            if not ids:
+                return []
+            queryset.filter(pk__in=ids).claim(token, until)
+            return list(Refund.objects.using(using).filter(pk__in=ids).held_by(token))
+        query = cast(sql.UpdateQuery, queryset.query.chain(sql.UpdateQuery))
+        query.add_update_values({"claimed_until": until, "claim_token": token})
+        compiler = query.get_compiler(using)
+        update_sql, params = compiler.as_sql()
+        if not update_sql:
+            return []
+        fields = Refund._meta.concrete_fields
+        quote = connection.ops.quote_name
+        returning = ", ".join(quote(str(field.column)) for field in fields)
+        with connection.cursor() as cursor:
+            cursor.execute(f"{update_sql} RETURNING {returning}", params)
+            rows = cursor.fetchall()
+        table = Refund._meta.db_table
+        converters = compiler.get_converters([field.get_col(table) for field in fields])
+        if converters:
+            rows = list(compiler.apply_converters(rows, converters))
+        names = [field.attname for field in fields]
+        return [Refund.from_db(using, names, row) for row in rows]
 
     def held_by(self, token: str) -> RefundQuerySet:
         """The refunds ``token`` holds."""
@@ -585,14 +622,30 @@ class AnsweredRefund:
     duration_ms: int | None = None
 
 
+def _text_widths(model: type[models.Model]) -> dict[str, int | None]:
+    """The width of each text field of ``model`` by name (``None``: a text column), cached."""
+    widths = _TEXT_WIDTHS.get(model)
+    if widths is None:
+        widths = {
+            field.name: field.max_length
+            for field in model._meta.concrete_fields
+            if isinstance(field, models.CharField | models.TextField)
+        }
+        _TEXT_WIDTHS[model] = widths
+    return widths
+
+
+_TEXT_WIDTHS: dict[type[models.Model], dict[str, int | None]] = {}
+
+
 def storable_changes(model: type[models.Model], changes: dict[str, Any]) -> dict[str, Any]:
     """Field values as the database can hold them: text made :func:`storable` and cut to its
     column (so no answer from the gateway can make a write fail)."""
-    fields = {field.name: field for field in model._meta.concrete_fields}
+    widths = _text_widths(model)
     out: dict[str, Any] = {}
     for name, value in changes.items():
         if isinstance(value, str):
-            value = storable(value, getattr(fields.get(name), "max_length", None))
+            value = storable(value, widths.get(name))
         out[name] = value
     return out
 
@@ -601,46 +654,185 @@ def write_answers(answers: Iterable[AnsweredRefund], *, claim_token: str | None 
     """Write decisions to their refunds, each only onto the state it was decided from.
 
     Every answer comes through here, whether a query's, an application's or a notification's.
-    One ``UPDATE`` per refund, conditional on its ``version`` (raised by every write, so a
-    decision taken on a state that changed since is written nowhere) and, with
-    ``claim_token``, on the claim still being the caller's (and releasing it); then one
-    ``INSERT`` of the audit rows of the refunds written. One transaction: a refund's new state
-    and its audit row are committed together or not at all, and the signals are sent after
-    commit. Returns the ids written.
+    Each refund is written only if its ``version`` is still the one the decision was taken on
+    (every write raises it, so a decision taken on a state that changed since is written
+    nowhere) and, with ``claim_token``, only if the claim is still the caller's (the write
+    releases it); then one ``INSERT`` of the audit rows of the refunds written. One
+    transaction: a refund's new state and its audit row are committed together or not at all,
+    and the signals are sent after commit, for the refunds written. Returns the ids written.
+
+    On PostgreSQL and SQLite 3.35+ the refunds that change the same fields are written by one
+    ``UPDATE ... FROM (VALUES ...) RETURNING`` (the guard on version and claim applies to each
+    row on its own); elsewhere, and for a batch naming one refund twice, by one ``UPDATE``
+    per refund. Only the instances of the refunds written are changed, and they are put back
+    if the transaction does not commit.
     """
+    items = list(answers)
+    if not items:
+        return set()
+    using = router.db_for_write(Refund)
+    connection = connections[using]
+    planned = [(item, _planned_changes(item, claim_token)) for item in items]
+    batched = _updates_return_rows(connection) and len({item.refund.pk for item in items}) == len(
+        items
+    )
     written: set[int] = set()
-    audit: list[RefundQuery] = []
     previous: list[tuple[Refund, dict[str, Any]]] = []
     try:
-        with transaction.atomic():
-            for item in answers:
-                refund, decision = item.refund, item.decision
-                changes = storable_changes(Refund, decision.changes)
-                changes["version"] = refund.version + 1
-                if "final_result" in changes:
-                    changes["final_source"] = item.source
-                guard = Q(pk=refund.pk, version=refund.version)
-                if claim_token is not None:
-                    guard &= Q(claim_token=claim_token)
-                    changes.update(claimed_until=None, claim_token="")
-                if not Refund.objects.filter(guard).update(**changes):
+        with transaction.atomic(using=using):
+            if batched:
+                written = _update_batched(connection, planned, claim_token)
+            else:
+                written = _update_one_by_one(using, planned, claim_token)
+            audit: list[RefundQuery] = []
+            for item, changes in planned:
+                refund = item.refund
+                if refund.pk not in written:
                     continue
-                written.add(refund.pk)
                 # The instance shows what was written (the signals carry it); put back below
                 # if the transaction does not commit.
                 previous.append((refund, {name: getattr(refund, name) for name in changes}))
                 for name, value in changes.items():
                     setattr(refund, name, value)
                 audit.append(audit_row(item))
-                send_refund_signals(refund, decision)
+                send_refund_signals(refund, item.decision, using=using)
             if audit:
-                RefundQuery.objects.bulk_create(audit)
+                RefundQuery.objects.using(using).bulk_create(audit)
     except BaseException:
         for refund, values in previous:
             for name, value in values.items():
                 setattr(refund, name, value)
         raise
     return written
+
+
+def _planned_changes(item: AnsweredRefund, claim_token: str | None) -> dict[str, Any]:
+    """The field values one answer writes onto its refund (storable, version raised)."""
+    changes = storable_changes(Refund, item.decision.changes)
+    changes["version"] = item.refund.version + 1
+    if "final_result" in changes:
+        changes["final_source"] = item.source
+    if claim_token is not None:
+        changes.update(claimed_until=None, claim_token="")
+    return changes
+
+
+def _update_one_by_one(
+    using: str, planned: list[tuple[AnsweredRefund, dict[str, Any]]], claim_token: str | None
+) -> set[int]:
+    written: set[int] = set()
+    for item, changes in planned:
+        refund = item.refund
+        guard = Q(pk=refund.pk, version=refund.version)
+        if claim_token is not None:
+            guard &= Q(claim_token=claim_token)
+        # Not written yet: a refund named twice is written at most once (its version moved).
+        if refund.pk not in written and Refund.objects.using(using).filter(guard).update(**changes):
+            written.add(refund.pk)
+    return written
+
+
+def _updates_return_rows(connection: BaseDatabaseWrapper) -> bool:
+    """Whether ``UPDATE ... FROM`` and ``UPDATE ... RETURNING`` can be used on ``connection``."""
+    if connection.vendor == "postgresql":
+        return True
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        return sqlite3.sqlite_version_info >= (3, 35)
+    return False
+
+
+def _max_parameters(connection: BaseDatabaseWrapper) -> int:
+    """How many parameters one statement may carry on ``connection``."""
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        connection.ensure_connection()
+        try:
+            return int(connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+        except (AttributeError, sqlite3.Error):  # Python < 3.11's sqlite3 has no getlimit
+            return 999
+    return connection.features.max_query_params or 65535
+
+
+def _update_batched(
+    connection: BaseDatabaseWrapper,
+    planned: list[tuple[AnsweredRefund, dict[str, Any]]],
+    claim_token: str | None,
+) -> set[int]:
+    """One ``UPDATE`` per set of fields changed (and per statement's worth of parameters)."""
+    groups: dict[tuple[str, ...], list[tuple[AnsweredRefund, dict[str, Any]]]] = {}
+    for item, changes in planned:
+        groups.setdefault(tuple(sorted(changes)), []).append((item, changes))
+    room = _max_parameters(connection) - 1
+    written: set[int] = set()
+    for names, rows in groups.items():
+        per_statement = max(1, room // (len(names) + 2))
+        for start in range(0, len(rows), per_statement):
+            written |= _update_rows(
+                connection, names, rows[start : start + per_statement], claim_token
+            )
+    return written
+
+
+def _update_rows(
+    connection: BaseDatabaseWrapper,
+    names: tuple[str, ...],
+    rows: list[tuple[AnsweredRefund, dict[str, Any]]],
+    claim_token: str | None,
+) -> set[int]:
+    """``UPDATE refund SET <names> FROM (VALUES (pk, version read, values...), ...)``, each row
+    guarded by its own version (and the claim); returns the ids written."""
+    meta = Refund._meta
+    fields = [cast(models.Field, meta.get_field(name)) for name in names]
+    pk_column = connection.ops.quote_name(str(meta.pk.column))
+    quote = connection.ops.quote_name
+    postgres = connection.vendor == "postgresql"
+    # The VALUES columns: v.pk, v.was (the version read), then one per field. SQLite names
+    # them column1, column2, ...; PostgreSQL takes names, and casts (its VALUES are untyped).
+    if postgres:
+        refs = ["v.pk", "v.was", *(f"v.c{index}" for index in range(len(fields)))]
+        alias = f"v(pk, was, {', '.join(f'c{index}' for index in range(len(fields)))})"
+        pk_type = meta.pk.db_type(connection)
+        types = [pk_type, "integer", *(_cast_type(field, connection) for field in fields)]
+        refs = [f"CAST({ref} AS {kind})" for ref, kind in zip(refs, types, strict=True)]
+    else:
+        refs = [f"v.column{index + 1}" for index in range(len(fields) + 2)]
+        alias = "v"
+    assignments = ", ".join(
+        f"{quote(str(field.column))} = {ref}" for field, ref in zip(fields, refs[2:], strict=True)
+    )
+    placeholder = f"({', '.join(['%s'] * (len(fields) + 2))})"
+    guard = f"r.{pk_column} = {refs[0]} AND r.{quote('version')} = {refs[1]}"
+    params: list[Any] = []
+    for item, changes in rows:
+        params.append(item.refund.pk)
+        params.append(item.refund.version)
+        params.extend(
+            field.get_db_prep_save(changes[field.name], connection=connection) for field in fields
+        )
+    if claim_token is not None:
+        guard += f" AND r.{quote('claim_token')} = %s"
+        params.append(claim_token)
+    returning = f"r.{pk_column}" if postgres else pk_column
+    # Only the model's own quoted names are put into the text; every value is a parameter.
+    statement = (
+        f"UPDATE {quote(meta.db_table)} AS r SET {assignments} "  # noqa: S608
+        f"FROM (VALUES {', '.join([placeholder] * len(rows))}) AS {alias} "
+        f"WHERE {guard} RETURNING {returning}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _cast_type(field: models.Field, connection: BaseDatabaseWrapper) -> str:
+    """The type a VALUES column is cast to on PostgreSQL: text for text (the column's own
+    width is then checked on assignment, as by any write), else the column's type."""
+    if isinstance(field, models.CharField | models.TextField):
+        return "text"
+    return str(field.db_type(connection))
 
 
 def audit_row(item: AnsweredRefund, outcome: str | None = None) -> RefundQuery:
