@@ -645,7 +645,11 @@ def storable_changes(model: type[models.Model], changes: dict[str, Any]) -> dict
     out: dict[str, Any] = {}
     for name, value in changes.items():
         if isinstance(value, str):
-            value = storable(value, widths.get(name))
+            width = widths.get(name)
+            if value.isascii() and "\x00" not in value:  # nothing to replace: only cut
+                value = value if width is None else value[:width]
+            else:
+                value = storable(value, width)
         out[name] = value
     return out
 
@@ -684,7 +688,7 @@ def write_answers(answers: Iterable[AnsweredRefund], *, claim_token: str | None 
                 written = _update_batched(connection, planned, claim_token)
             else:
                 written = _update_one_by_one(using, planned, claim_token)
-            audit: list[RefundQuery] = []
+            audit: list[dict[str, Any]] = []
             for item, changes in planned:
                 refund = item.refund
                 if refund.pk not in written:
@@ -694,10 +698,12 @@ def write_answers(answers: Iterable[AnsweredRefund], *, claim_token: str | None 
                 previous.append((refund, {name: getattr(refund, name) for name in changes}))
                 for name, value in changes.items():
                     setattr(refund, name, value)
-                audit.append(audit_row(item))
+                audit.append(_audit_values(item))
                 send_refund_signals(refund, item.decision, using=using)
-            if audit:
-                RefundQuery.objects.using(using).bulk_create(audit)
+            if audit and batched:
+                _insert_audit(connection, audit)
+            elif audit:
+                RefundQuery.objects.using(using).bulk_create(RefundQuery(**row) for row in audit)
     except BaseException:
         for refund, values in previous:
             for name, value in values.items():
@@ -809,9 +815,7 @@ def _update_rows(
     for item, changes in rows:
         params.append(item.refund.pk)
         params.append(item.refund.version)
-        params.extend(
-            field.get_db_prep_save(changes[field.name], connection=connection) for field in fields
-        )
+        params.extend(_db_value(field, changes[field.name], connection) for field in fields)
     if claim_token is not None:
         guard += f" AND r.{quote('claim_token')} = %s"
         params.append(claim_token)
@@ -827,6 +831,58 @@ def _update_rows(
         return {row[0] for row in cursor.fetchall()}
 
 
+def _insert_audit(connection: BaseDatabaseWrapper, rows: list[dict[str, Any]]) -> None:
+    """``INSERT`` the audit rows (field values by attribute name; the others take their
+    defaults), as many rows per statement as its parameters allow."""
+    fields = [field for field in RefundQuery._meta.concrete_fields if not field.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(str(field.column)) for field in fields)
+    placeholder = f"({', '.join(['%s'] * len(fields))})"
+    per_statement = max(1, _max_parameters(connection) // len(fields))
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            params = [
+                _db_value(field, row[field.attname], connection)
+                if field.attname in row
+                else field.get_db_prep_save(field.get_default(), connection=connection)
+                for row in chunk
+                for field in fields
+            ]
+            # Only the model's own quoted names are put into the text; values are parameters.
+            cursor.execute(
+                f"INSERT INTO {quote(RefundQuery._meta.db_table)} ({columns}) "  # noqa: S608
+                f"VALUES {', '.join([placeholder] * len(chunk))}",
+                params,
+            )
+
+
+#: Fields whose database value is the Python value itself, for values of exactly this type
+#: (and ``None``): what ``get_db_prep_save`` would return, without its cost per value.
+_PLAIN_VALUES: dict[type, type] = {
+    models.CharField: str,
+    models.TextField: str,
+    models.IntegerField: int,
+    models.BigIntegerField: int,
+    models.SmallIntegerField: int,
+    models.PositiveIntegerField: int,
+    models.PositiveBigIntegerField: int,
+    models.PositiveSmallIntegerField: int,
+    models.BooleanField: bool,
+}
+
+
+def _db_value(field: models.Field, value: Any, connection: BaseDatabaseWrapper) -> Any:
+    """``field.get_db_prep_save(value)``, quick for plain text, numbers and flags."""
+    kind = type(field)
+    plain = _PLAIN_VALUES.get(kind)
+    if plain is not None and (value is None or type(value) is plain):
+        return value
+    if kind is models.DateTimeField and isinstance(value, datetime) and value.tzinfo is not None:
+        return connection.ops.adapt_datetimefield_value(value)
+    return field.get_db_prep_save(value, connection=connection)
+
+
 def _cast_type(field: models.Field, connection: BaseDatabaseWrapper) -> str:
     """The type a VALUES column is cast to on PostgreSQL: text for text (the column's own
     width is then checked on assignment, as by any write), else the column's type."""
@@ -837,16 +893,21 @@ def _cast_type(field: models.Field, connection: BaseDatabaseWrapper) -> str:
 
 def audit_row(item: AnsweredRefund, outcome: str | None = None) -> RefundQuery:
     """The audit row of one answer (``outcome`` overrides the decision's)."""
+    return RefundQuery(**_audit_values(item, outcome))
+
+
+def _audit_values(item: AnsweredRefund, outcome: str | None = None) -> dict[str, Any]:
+    """The field values of :func:`audit_row`, by attribute name."""
     log = storable_changes(RefundQuery, item.decision.log)
     if outcome is not None:
         log["outcome"] = outcome
-    return RefundQuery(
-        refund_id=item.refund.pk,
-        queried_at=item.at or timezone.now(),
-        duration_ms=item.duration_ms,
-        source=item.source,
+    return {
+        "refund_id": item.refund.pk,
+        "queried_at": item.at or timezone.now(),
+        "duration_ms": item.duration_ms,
+        "source": item.source,
         **log,
-    )
+    }
 
 
 def record_answer(
