@@ -301,6 +301,11 @@ class _Inbox:
             ):
                 self._wake.notify()
 
+    def waiting(self) -> int:
+        """How many answers wait to be written."""
+        with self._wake:
+            return len(self._answers)
+
     def idle(self) -> bool:
         with self._wake:
             return not self.outstanding and not self._answers
@@ -500,8 +505,13 @@ class _Run:
 
     def top_up(self, selection: _Selection) -> None:
         """Claim refunds in batches until ``concurrency`` plus twice :meth:`ahead` are
-        outstanding (or the selection or the limit is used up), and hand them to the pool."""
-        while not self.exhausted and self.inbox.outstanding < self.low_mark():
+        outstanding (or the selection or the limit is used up), and hand them to the pool.
+        Answers made here (a merchant not configured) are written before more is claimed."""
+        while (
+            not self.exhausted
+            and self.inbox.outstanding < self.low_mark()
+            and self.inbox.waiting() < self.write_batch
+        ):
             want = self.concurrency + 2 * self.ahead() - self.inbox.outstanding
             if self.limit is not None:
                 want = min(want, self.limit - self.claimed)
