@@ -7,7 +7,8 @@ writes is :mod:`hsq_refunds.sync`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -666,10 +667,11 @@ def write_answers(answers: Iterable[AnsweredRefund], *, claim_token: str | None 
     and the signals are sent after commit, for the refunds written. Returns the ids written.
 
     On PostgreSQL and SQLite 3.35+ the refunds that change the same fields are written by one
-    ``UPDATE ... FROM (VALUES ...) RETURNING`` (the guard on version and claim applies to each
-    row on its own); elsewhere, and for a batch naming one refund twice, by one ``UPDATE``
-    per refund. Only the instances of the refunds written are changed, and they are put back
-    if the transaction does not commit.
+    ``UPDATE ... FROM <their rows> ... RETURNING`` (``jsonb_to_recordset`` of one parameter
+    on PostgreSQL, ``VALUES`` on SQLite; the guard on version and claim applies to each row
+    on its own), the audit rows by one ``INSERT``; elsewhere, and for a batch naming one refund
+    twice, by one ``UPDATE`` per refund and ``bulk_create``. Only the instances of the
+    refunds written are changed, and they are put back if the transaction does not commit.
     """
     items = list(answers)
     if not items:
@@ -788,47 +790,76 @@ def _update_rows(
     rows: list[tuple[AnsweredRefund, dict[str, Any]]],
     claim_token: str | None,
 ) -> set[int]:
-    """``UPDATE refund SET <names> FROM (VALUES (pk, version read, values...), ...)``, each row
+    """``UPDATE refund SET <names> FROM <rows of (pk, version read, values...)>``, each row
     guarded by its own version (and the claim); returns the ids written."""
     meta = Refund._meta
     fields = [cast(models.Field, meta.get_field(name)) for name in names]
-    pk_column = connection.ops.quote_name(str(meta.pk.column))
     quote = connection.ops.quote_name
-    postgres = connection.vendor == "postgresql"
-    # The VALUES columns: v.pk, v.was (the version read), then one per field. SQLite names
-    # them column1, column2, ...; PostgreSQL takes names, and casts (its VALUES are untyped).
-    if postgres:
-        refs = ["v.pk", "v.was", *(f"v.c{index}" for index in range(len(fields)))]
-        alias = f"v(pk, was, {', '.join(f'c{index}' for index in range(len(fields)))})"
-        pk_type = meta.pk.db_type(connection)
-        types = [pk_type, "integer", *(_cast_type(field, connection) for field in fields)]
-        refs = [f"CAST({ref} AS {kind})" for ref, kind in zip(refs, types, strict=True)]
-    else:
+    pk_column = quote(str(meta.pk.column))
+    values = [
+        (
+            item.refund.pk,
+            item.refund.version,
+            *(_db_value(field, changes[field.name], connection) for field in fields),
+        )
+        for item, changes in rows
+    ]
+    params: list[Any]
+    if connection.vendor == "postgresql":
+        columns = ["pk", "was", *(f"c{index}" for index in range(len(fields)))]
+        types = [str(meta.pk.db_type(connection)), "integer"]
+        types += [_cast_type(field, connection) for field in fields]
+        refs = [f"v.{column}" for column in columns]
+        source = _recordset(columns, types)
+        params = [_json_rows(columns, values)]
+        returning = f"r.{pk_column}"
+    else:  # SQLite names the columns of VALUES column1, column2, ...
         refs = [f"v.column{index + 1}" for index in range(len(fields) + 2)]
-        alias = "v"
+        placeholder = f"({', '.join(['%s'] * len(refs))})"
+        source = f"(VALUES {', '.join([placeholder] * len(values))}) AS v"
+        params = [value for row in values for value in row]
+        returning = pk_column
     assignments = ", ".join(
         f"{quote(str(field.column))} = {ref}" for field, ref in zip(fields, refs[2:], strict=True)
     )
-    placeholder = f"({', '.join(['%s'] * (len(fields) + 2))})"
     guard = f"r.{pk_column} = {refs[0]} AND r.{quote('version')} = {refs[1]}"
-    params: list[Any] = []
-    for item, changes in rows:
-        params.append(item.refund.pk)
-        params.append(item.refund.version)
-        params.extend(_db_value(field, changes[field.name], connection) for field in fields)
     if claim_token is not None:
         guard += f" AND r.{quote('claim_token')} = %s"
         params.append(claim_token)
-    returning = f"r.{pk_column}" if postgres else pk_column
     # Only the model's own quoted names are put into the text; every value is a parameter.
     statement = (
         f"UPDATE {quote(meta.db_table)} AS r SET {assignments} "  # noqa: S608
-        f"FROM (VALUES {', '.join([placeholder] * len(rows))}) AS {alias} "
-        f"WHERE {guard} RETURNING {returning}"
+        f"FROM {source} WHERE {guard} RETURNING {returning}"
     )
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         return {row[0] for row in cursor.fetchall()}
+
+
+def _recordset(columns: list[str], types: list[str]) -> str:
+    """PostgreSQL: the rows, from one JSON parameter (see :func:`_json_rows`), as typed
+    columns. One parameter whatever the number of rows: psycopg parses a statement's
+    placeholders, and quotes arrays element by element, in Python; a JSON text is made and
+    quoted in C."""
+    definitions = ", ".join(f"{column} {kind}" for column, kind in zip(columns, types, strict=True))
+    return f"jsonb_to_recordset(%s::jsonb) AS v({definitions})"
+
+
+def _json_rows(columns: list[str], rows: Iterable[Sequence[Any]]) -> str:
+    """``rows`` as a JSON array of objects keyed by ``columns``: times in ISO 8601 with their
+    offset, which PostgreSQL reads back exactly. (Text reaching here is :func:`storable`:
+    no NUL, which ``jsonb`` refuses.)"""
+    return json.dumps(
+        [dict(zip(columns, row, strict=True)) for row in rows],
+        ensure_ascii=False,
+        default=_json_time,
+    )
+
+
+def _json_time(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not written through JSON")
 
 
 def _insert_audit(connection: BaseDatabaseWrapper, rows: list[dict[str, Any]]) -> None:
@@ -836,24 +867,35 @@ def _insert_audit(connection: BaseDatabaseWrapper, rows: list[dict[str, Any]]) -
     defaults), as many rows per statement as its parameters allow."""
     fields = [field for field in RefundQuery._meta.concrete_fields if not field.primary_key]
     quote = connection.ops.quote_name
+    table = quote(RefundQuery._meta.db_table)
     columns = ", ".join(quote(str(field.column)) for field in fields)
-    placeholder = f"({', '.join(['%s'] * len(fields))})"
-    per_statement = max(1, _max_parameters(connection) // len(fields))
+    values = [
+        [
+            _db_value(field, row[field.attname], connection)
+            if field.attname in row
+            else field.get_db_prep_save(field.get_default(), connection=connection)
+            for field in fields
+        ]
+        for row in rows
+    ]
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
-            params = [
-                _db_value(field, row[field.attname], connection)
-                if field.attname in row
-                else field.get_db_prep_save(field.get_default(), connection=connection)
-                for row in chunk
-                for field in fields
-            ]
+        if connection.vendor == "postgresql":
+            names = [f"c{index}" for index in range(len(fields))]
+            source = _recordset(names, [_cast_type(field, connection) for field in fields])
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT * FROM {source}",  # noqa: S608
+                [_json_rows(names, values)],
+            )
+            return
+        placeholder = f"({', '.join(['%s'] * len(fields))})"
+        per_statement = max(1, _max_parameters(connection) // len(fields))
+        for start in range(0, len(values), per_statement):
+            chunk = values[start : start + per_statement]
             # Only the model's own quoted names are put into the text; values are parameters.
             cursor.execute(
-                f"INSERT INTO {quote(RefundQuery._meta.db_table)} ({columns}) "  # noqa: S608
+                f"INSERT INTO {table} ({columns}) "  # noqa: S608
                 f"VALUES {', '.join([placeholder] * len(chunk))}",
-                params,
+                [value for row in chunk for value in row],
             )
 
 
@@ -884,7 +926,7 @@ def _db_value(field: models.Field, value: Any, connection: BaseDatabaseWrapper) 
 
 
 def _cast_type(field: models.Field, connection: BaseDatabaseWrapper) -> str:
-    """The type a VALUES column is cast to on PostgreSQL: text for text (the column's own
+    """The type a column's values are cast to on PostgreSQL: text for text (the column's own
     width is then checked on assignment, as by any write), else the column's type."""
     if isinstance(field, models.CharField | models.TextField):
         return "text"
