@@ -31,7 +31,7 @@ How a run works
 4. **Write.** The main thread applies the rules to the answers and writes them in batches
    (:data:`WRITE_BATCH` answers, or what came in within :data:`WRITE_WAIT` seconds, or the
    last ones) with :func:`~hsq_refunds.models.write_answers`, in one transaction per batch:
-   one ``UPDATE ... FROM (VALUES ...)`` for the refunds that change the same fields, guarded
+   one ``UPDATE ... FROM <their rows>`` for the refunds that change the same fields, guarded
    row by row by the run's claim and the state each answer was decided from, and one
    ``INSERT`` of their audit rows. Signals are sent after commit. If a batch fails, its
    answers are written one by one, so that one refund the database refuses costs no other
@@ -200,8 +200,10 @@ def _select_trans_nos(
 
 
 #: Refunds are claimed ahead of the workers: as many as they take in this long at the pace of
-#: the last answers (at least ``concurrency``), so that the main thread may write answers or
-#: wait on the database meanwhile without a query slot falling idle.
+#: the last answers (at least ``concurrency``), or in twice the main thread's recent longest
+#: turn of writing and claiming if that is longer (a main thread that waits for the
+#: interpreter lock behind many busy workers takes longer), so that the main thread may
+#: write answers or wait on the database meanwhile without a query slot falling idle.
 CLAIM_AHEAD_SECONDS = 0.25
 #: The most refunds claimed ahead of the workers, whatever the pace.
 MAX_CLAIM_AHEAD = 500
@@ -442,6 +444,7 @@ class _Run:
         lease = policy.CLAIM_LEASE
         self.hold = max(lease - policy.QUERY_DEADLINE - WRITE_WAIT - LEASE_MARGIN, lease / 2)
         self.mean_seconds: float | None = None  # recent queries' mean duration
+        self.turn_seconds = 0.0  # the main thread's recent longest turn (decaying)
         self.claimed = 0
         self.exhausted = False
         self.buffer: list[int] = []
@@ -472,17 +475,23 @@ class _Run:
             self.total = count if self.limit is None or count is None else min(count, self.limit)
             self.progress(0, self.total)
         try:
+            self.top_up(selection)
             while True:
-                self.top_up(selection)
                 answers = self.inbox.wait(
                     batch=self.write_batch,
                     low=0 if self.exhausted else self.low_mark(),
                     max_wait=WRITE_WAIT,
                 )
                 if answers:
+                    started = time.monotonic()
                     self.handle(answers)
+                    self.top_up(selection)
+                    turn = time.monotonic() - started
+                    self.turn_seconds = max(turn, 0.8 * self.turn_seconds)
                 elif self.exhausted and self.inbox.idle():
                     break
+                else:  # woken to claim more
+                    self.top_up(selection)
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.claims.release()
@@ -493,11 +502,13 @@ class _Run:
 
     def ahead(self) -> int:
         """How many refunds to keep claimed beyond those in flight: what the workers take in
-        :data:`CLAIM_AHEAD_SECONDS` at the recent pace (at least ``concurrency``)."""
+        :data:`CLAIM_AHEAD_SECONDS` (or twice the main thread's recent longest turn) at the
+        recent pace; at least ``concurrency``, at most :data:`MAX_CLAIM_AHEAD`."""
         if not self.mean_seconds:
             return self.concurrency
         pace = self.concurrency / self.mean_seconds
-        return max(self.concurrency, min(MAX_CLAIM_AHEAD, math.ceil(pace * CLAIM_AHEAD_SECONDS)))
+        horizon = min(max(CLAIM_AHEAD_SECONDS, 2 * self.turn_seconds), self.hold / 4)
+        return max(self.concurrency, min(MAX_CLAIM_AHEAD, math.ceil(pace * horizon)))
 
     def low_mark(self) -> int:
         """Fewer refunds outstanding than this: claim more."""
