@@ -23,7 +23,7 @@ from hsq_refunds import sync
 from hsq_refunds.conf import get_client, get_settings
 from hsq_refunds.gateway import HsqClient, TransportError
 from hsq_refunds.models import AnsweredRefund, Refund, RefundQuery, write_answers
-from hsq_refunds.rules import decide
+from hsq_refunds.rules import Decision, decide
 from hsq_refunds.sync import sync_refunds
 
 pytestmark = pytest.mark.django_db
@@ -306,6 +306,42 @@ def test_a_batch_write_is_guarded_row_by_row(
         ("refund_status_changed", "OK1"),
         ("refund_succeeded", "OK1"),
     ]
+
+
+#: Text that an array or a VALUES list could get wrong: quotes, braces, the word NULL, empty.
+AWKWARD = ["NULL", "null", 'a"b\\c{d},e 中文', "", " ", "{}", '"', "\\", "a\nb\tc", "x" * 300]
+
+
+def test_a_batch_write_stores_every_value_exactly(refunds, sandbox):
+    rows = refunds([{"transNo": f"W{i}"} for i in range(len(AWKWARD))])
+    later = timezone.now() + timedelta(hours=1)
+    answers = []
+    for index, (refund, text) in enumerate(zip(rows, AWKWARD, strict=True)):
+        changes = {
+            "resp_msg": text,
+            "extend": text,
+            "next_query_at": later if index % 2 else None,
+            "amount": index if index % 3 else None,
+            "needs_attention": bool(index % 2),
+        }
+        log = {"outcome": "ok", "error_message": text, "result": text}
+        decision = Decision("ok", "UNKNOWN", "UNKNOWN", changes=changes, log=log)
+        answers.append(AnsweredRefund(refund, decision, duration_ms=index or None))
+    with CaptureQueriesContext(connection) as queries:
+        assert write_answers(answers) == {refund.pk for refund in rows}
+    if _batched():
+        writes = [q for q in queries.captured_queries if q["sql"].startswith(("UPDATE", "INSERT"))]
+        assert len(writes) == 2
+    stored = {r.trans_no: r for r in Refund.objects.all()}
+    audit = {q.refund.trans_no: q for q in RefundQuery.objects.select_related("refund")}
+    for index, text in enumerate(AWKWARD):
+        refund, query = stored[f"W{index}"], audit[f"W{index}"]
+        assert (refund.resp_msg, refund.extend) == (text[:255], text), index
+        assert refund.next_query_at == (later if index % 2 else None), index
+        assert refund.amount == (index if index % 3 else None), index
+        assert refund.needs_attention is bool(index % 2) and refund.version == 1, index
+        assert (query.error_message, query.result) == (text, text), index
+        assert query.duration_ms == (index or None) and query.outcome == "ok", index
 
 
 def test_a_batch_that_fails_changes_no_instance(refunds, sandbox):
