@@ -667,11 +667,11 @@ def write_answers(answers: Iterable[AnsweredRefund], *, claim_token: str | None 
     and the signals are sent after commit, for the refunds written. Returns the ids written.
 
     On PostgreSQL and SQLite 3.35+ the refunds that change the same fields are written by one
-    ``UPDATE ... FROM <their rows> ... RETURNING`` (``jsonb_to_recordset`` of one parameter
-    on PostgreSQL, ``VALUES`` on SQLite; the guard on version and claim applies to each row
-    on its own), the audit rows by one ``INSERT``; elsewhere, and for a batch naming one refund
-    twice, by one ``UPDATE`` per refund and ``bulk_create``. Only the instances of the
-    refunds written are changed, and they are put back if the transaction does not commit.
+    ``UPDATE ... FROM <their rows> ... RETURNING`` (the rows one JSON parameter, see
+    :func:`_rows_source`; the guard on version and claim applies to each row on its own), the
+    audit rows by one ``INSERT``; elsewhere, and for a batch naming one refund twice, by one
+    ``UPDATE`` per refund and ``bulk_create``. Only the instances of the refunds written are
+    changed, and they are put back if the transaction does not commit.
     """
     items = list(answers)
     if not items:
@@ -776,7 +776,8 @@ def _update_batched(
     room = _max_parameters(connection) - 1
     written: set[int] = set()
     for names, rows in groups.items():
-        per_statement = max(1, room // (len(names) + 2))
+        per_statement = len(rows) if _reads_json_rows(connection) else room // (len(names) + 2)
+        per_statement = max(1, per_statement)
         for start in range(0, len(rows), per_statement):
             written |= _update_rows(
                 connection, names, rows[start : start + per_statement], claim_token
@@ -804,21 +805,11 @@ def _update_rows(
         )
         for item, changes in rows
     ]
-    params: list[Any]
-    if connection.vendor == "postgresql":
-        columns = ["pk", "was", *(f"c{index}" for index in range(len(fields)))]
-        types = [str(meta.pk.db_type(connection)), "integer"]
-        types += [_cast_type(field, connection) for field in fields]
-        refs = [f"v.{column}" for column in columns]
-        source = _recordset(columns, types)
-        params = [_json_rows(columns, values)]
-        returning = f"r.{pk_column}"
-    else:  # SQLite names the columns of VALUES column1, column2, ...
-        refs = [f"v.column{index + 1}" for index in range(len(fields) + 2)]
-        placeholder = f"({', '.join(['%s'] * len(refs))})"
-        source = f"(VALUES {', '.join([placeholder] * len(values))}) AS v"
-        params = [value for row in values for value in row]
-        returning = pk_column
+    columns = ["pk", "was", *(f"c{index}" for index in range(len(fields)))]
+    types = [str(meta.pk.db_type(connection)), "integer"]
+    types += [_cast_type(field, connection) for field in fields]
+    source, refs, params = _rows_source(connection, columns, types, values)
+    returning = f"r.{pk_column}" if connection.vendor == "postgresql" else pk_column
     assignments = ", ".join(
         f"{quote(str(field.column))} = {ref}" for field, ref in zip(fields, refs[2:], strict=True)
     )
@@ -836,13 +827,34 @@ def _update_rows(
         return {row[0] for row in cursor.fetchall()}
 
 
-def _recordset(columns: list[str], types: list[str]) -> str:
-    """PostgreSQL: the rows, from one JSON parameter (see :func:`_json_rows`), as typed
-    columns. One parameter whatever the number of rows: psycopg parses a statement's
-    placeholders, and quotes arrays element by element, in Python; a JSON text is made and
-    quoted in C."""
-    definitions = ", ".join(f"{column} {kind}" for column, kind in zip(columns, types, strict=True))
-    return f"jsonb_to_recordset(%s::jsonb) AS v({definitions})"
+def _rows_source(
+    connection: BaseDatabaseWrapper,
+    columns: list[str],
+    types: list[str],
+    values: Sequence[Sequence[Any]],
+) -> tuple[str, list[str], list[Any]]:
+    """The rows ``values`` as a ``FROM`` source: its SQL, an expression per column, and its
+    parameters.
+
+    Where the database reads JSON, the rows are one JSON parameter: ``jsonb_to_recordset``
+    with typed columns on PostgreSQL, ``json_each`` on SQLite. The statement's text then
+    stays the same whatever the number of rows, which matters twice: psycopg parses a
+    statement's placeholders (and would quote arrays element by element) in Python, caching
+    that only for short statements; and SQLite's driver keeps the last 128 statements
+    prepared, which for ``VALUES`` lists of every length grows to a hundred megabytes.
+    Elsewhere, a ``VALUES`` list (SQLite names its columns column1, column2, ...).
+    """
+    if connection.vendor == "postgresql":
+        definitions = ", ".join(f"{name} {kind}" for name, kind in zip(columns, types, strict=True))
+        source = f"jsonb_to_recordset(%s::jsonb) AS v({definitions})"
+        return source, [f"v.{name}" for name in columns], [_json_rows(columns, values)]
+    if connection.features.supports_json_field:
+        refs = [f"json_extract(v.value, '$.{name}')" for name in columns]
+        return "json_each(%s) AS v", refs, [_json_rows(columns, values)]
+    refs = [f"v.column{index + 1}" for index in range(len(columns))]
+    placeholder = f"({', '.join(['%s'] * len(columns))})"
+    source = f"(VALUES {', '.join([placeholder] * len(values))}) AS v"
+    return source, refs, [value for row in values for value in row]
 
 
 def _json_rows(columns: list[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -864,7 +876,7 @@ def _json_time(value: Any) -> str:
 
 def _insert_audit(connection: BaseDatabaseWrapper, rows: list[dict[str, Any]]) -> None:
     """``INSERT`` the audit rows (field values by attribute name; the others take their
-    defaults), as many rows per statement as its parameters allow."""
+    defaults): one statement, or as many as a ``VALUES`` list's parameters need."""
     fields = [field for field in RefundQuery._meta.concrete_fields if not field.primary_key]
     quote = connection.ops.quote_name
     table = quote(RefundQuery._meta.db_table)
@@ -878,25 +890,26 @@ def _insert_audit(connection: BaseDatabaseWrapper, rows: list[dict[str, Any]]) -
         ]
         for row in rows
     ]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            names = [f"c{index}" for index in range(len(fields))]
-            source = _recordset(names, [_cast_type(field, connection) for field in fields])
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) SELECT * FROM {source}",  # noqa: S608
-                [_json_rows(names, values)],
-            )
-            return
-        placeholder = f"({', '.join(['%s'] * len(fields))})"
+    names = [f"c{index}" for index in range(len(fields))]
+    types = [_cast_type(field, connection) for field in fields]
+    per_statement = len(values)
+    if not _reads_json_rows(connection):
         per_statement = max(1, _max_parameters(connection) // len(fields))
+    with connection.cursor() as cursor:
         for start in range(0, len(values), per_statement):
-            chunk = values[start : start + per_statement]
+            source, refs, params = _rows_source(
+                connection, names, types, values[start : start + per_statement]
+            )
             # Only the model's own quoted names are put into the text; values are parameters.
             cursor.execute(
-                f"INSERT INTO {table} ({columns}) "  # noqa: S608
-                f"VALUES {', '.join([placeholder] * len(chunk))}",
-                [value for row in chunk for value in row],
+                f"INSERT INTO {table} ({columns}) SELECT {', '.join(refs)} FROM {source}",  # noqa: S608
+                params,
             )
+
+
+def _reads_json_rows(connection: BaseDatabaseWrapper) -> bool:
+    """Whether :func:`_rows_source` passes the rows as one JSON parameter."""
+    return connection.vendor == "postgresql" or bool(connection.features.supports_json_field)
 
 
 #: Fields whose database value is the Python value itself, for values of exactly this type
