@@ -353,7 +353,7 @@ class _Claims:
         """Claim ``ids`` (those still claimable) and return them fresh, in the order given:
         one ``UPDATE ... RETURNING`` where the database has it."""
         now = timezone.now()
-        candidates = Refund.objects.filter(condition, id__in=ids)
+        candidates = Refund.objects.filter(condition, id__in=_padded(ids))
         if self.adopt_token:
             candidates = candidates.held_by(self.adopt_token).due(now)
         else:
@@ -378,7 +378,7 @@ class _Claims:
             return list(Refund.objects.filter(id__in=ids))
         now = timezone.now()
         rows = (
-            Refund.objects.filter(id__in=ids)
+            Refund.objects.filter(id__in=_padded(ids))
             .held_by(self.token)
             .claim_and_fetch(self.token, now + self.lease)
         )
@@ -686,6 +686,17 @@ class _Run:
         if self.progress is not None:
             done = sum(self.report.outcomes.values()) + self.report.skipped
             self.progress(done, self.total)
+
+
+def _padded(ids: list[int]) -> list[int]:
+    """``ids`` with the last one repeated up to a power of two (at least 16): the same
+    condition, in one of a few statement shapes, so that the database driver's cache of
+    prepared statements (SQLite's keeps 128, each as large as its parameter list) stays
+    small and is reused."""
+    size = 16
+    while size < len(ids):
+        size *= 2
+    return ids + ids[-1:] * (size - len(ids))
 
 
 def _take(pages: Iterator[list[int]], buffer: list[int], want: int) -> list[int]:
