@@ -29,11 +29,12 @@ How a run works
    network); each worker takes the next claimed refund as soon as it is free. Workers never
    touch the database.
 4. **Write.** The main thread applies the rules to the answers and writes them in batches
-   (:data:`WRITE_BATCH` answers, or what came in within :data:`WRITE_WAIT` seconds, or the
-   last ones) with :func:`~hsq_refunds.models.write_answers`, in one transaction per batch:
-   one ``UPDATE ... FROM <their rows>`` for the refunds that change the same fields, guarded
-   row by row by the run's claim and the state each answer was decided from, and one
-   ``INSERT`` of their audit rows. Signals are sent after commit. If a batch fails, its
+   (:data:`WRITE_BATCH` answers or twice ``concurrency``, whichever is more; or what came in
+   within :data:`WRITE_WAIT` seconds; or the last ones) with
+   :func:`~hsq_refunds.models.write_answers`, in one transaction per batch: one
+   ``UPDATE ... FROM <their rows>`` for the refunds that change the same fields, guarded row
+   by row by the run's claim and the state each answer was decided from, and one ``INSERT``
+   of their audit rows. Signals are sent after commit. If a batch fails, its
    answers are written one by one, so that one refund the database refuses costs no other
    its answer.
 
