@@ -109,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(queue)
     rows = []
     with SandboxProcess(latency=args.latency) as sandbox, bench_database("postgres") as database:
-        hsq = sandbox.settings(CONCURRENCY=args.concurrency, TASK_BATCH_SIZE=args.batch_size)
+        # One cycle takes every due refund: the figure is the workers' speed, not the bound
+        # CYCLE_LIMIT puts on a cycle (computed from the interval, rate and concurrency).
+        hsq = sandbox.settings(
+            CONCURRENCY=args.concurrency, TASK_BATCH_SIZE=args.batch_size, CYCLE_LIMIT=args.n
+        )
         setup_django(database, hsq, settings_module=SETTINGS)
         logging.getLogger("django-q").setLevel(logging.WARNING)  # one line per queued task
         print_machine(host)

@@ -159,6 +159,42 @@ def test_proxy_and_ca_bundle_come_from_the_environment_once(make_client, monkeyp
     assert not production._session.trust_env  # no per-request environment or .netrc look-ups
 
 
+def test_own_session_sends_what_requests_would_send(make_client, recording_gateway, monkeypatch):
+    """The client's own calls skip requests' per-request work; the wire must not tell."""
+    monkeypatch.setattr(requests.utils, "default_user_agent", lambda: "hsq-refunds")
+    for session in (None, requests.Session()):
+        if session is not None:
+            session.headers["User-Agent"] = "hsq-refunds"
+        client = make_client(base_url=recording_gateway.url, session=session)
+        with pytest.raises(HsqError):  # "{}" is no answer; only the request matters here
+            client.query_refund("退款 R+1&=%")
+    own, plain = recording_gateway.requests
+    assert own.path == plain.path == "/api/acquiring"
+    assert own.body == plain.body
+    assert b"+" in own.body and b"%E9%80%80%E6%AC%BE" in own.body  # form-encoded as UTF-8
+    sent = {name.lower(): value for name, value in own.headers.items()}
+    assert sent == {name.lower(): value for name, value in plain.headers.items()}
+    assert sent["content-type"] == "application/x-www-form-urlencoded"
+    assert sent["content-length"] == str(len(own.body))
+    assert sent["accept"] == "application/json"
+    assert sent["user-agent"] == "hsq-refunds"
+
+
+def test_own_session_goes_through_the_environments_proxy(
+    make_client, recording_gateway, monkeypatch, platform_private
+):
+    """An http:// gateway through an HTTP proxy: the request target is the absolute URL."""
+    monkeypatch.setenv("HTTP_PROXY", recording_gateway.url.rsplit("/api/", 1)[0])
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    recording_gateway.answer(200, success_body(platform_private, business_result()))
+    client = make_client(base_url="http://gateway.invalid/api/acquiring")
+    assert client.query_refund(TRANS_NO).status is RefundStatus.SUCCESS
+    (request,) = recording_gateway.requests
+    assert request.path == "http://gateway.invalid/api/acquiring"
+    assert request.headers["Host"] == "gateway.invalid"
+
+
 # --------------------------------------------------------------------------- secrets
 
 
