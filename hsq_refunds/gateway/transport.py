@@ -234,6 +234,7 @@ class _WatchedConnection:
     timeout: Any
     _hsq_call: Call | None = None
     _hsq_body: bytes | None = None
+    _hsq_joining = False
 
     def _new_conn(self) -> socket.socket:
         call = current_call()
@@ -263,27 +264,37 @@ class _WatchedConnection:
             call.watch(self.sock)  # a connection kept alive from an earlier call
             self._hsq_call = call
         # A body of bytes sent with a Content-Length goes out with the headers in one write
-        # (urllib3 writes them separately: a second system call and TCP segment per request).
+        # (http.client writes them separately: a second system call and TCP segment).
         framed = not kwargs.get("chunked") and not any(
             name.lower() == "transfer-encoding" for name in headers or ()
         )
         self._hsq_body = body if framed and isinstance(body, bytes) and body else None
+        self._hsq_joining = False
         try:
             super().request(method, url, body, headers, **kwargs)  # type: ignore[misc]
         finally:
             self._hsq_body = None
+            self._hsq_joining = False
 
     def endheaders(self, message_body: Any = None, **kwargs: Any) -> None:
-        if message_body is None and self._hsq_body is not None:
-            message_body = self._hsq_body  # http.client sends bytes with the headers, at once
-        else:
-            self._hsq_body = None
+        if self._hsq_body is not None and message_body is None:
+            if self.sock is None:
+                # Connect (and send any proxy tunnel's CONNECT) now, as the first send would,
+                # so that the next send is this request's headers.
+                self.connect()  # type: ignore[attr-defined]
+            self._hsq_joining = True
         super().endheaders(message_body, **kwargs)  # type: ignore[misc]
 
     def send(self, data: Any) -> None:
-        if data is not None and data is self._hsq_body:
-            self._hsq_body = None  # already sent with the headers
-            return
+        body = self._hsq_body
+        if body is not None:
+            if self._hsq_joining:  # the headers: the body goes with them
+                self._hsq_joining = False
+                super().send(bytes(data) + body)  # type: ignore[misc]
+                return
+            if data is body:  # urllib3 sending the body that already went
+                self._hsq_body = None
+                return
         super().send(data)  # type: ignore[misc]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import re
@@ -11,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import requests
+import urllib3.connection
 
 from hsq_refunds.gateway import (
     GatewayError,
@@ -112,6 +114,40 @@ def test_odd_characters_survive_form_encoding_and_signing(hsq_sandbox, client):
     trans_no = "A&B=C+D %20退款/?"
     hsq_sandbox.add_refund(trans_no, timeline=[{"status": "SUCCESS"}])
     assert client.query_refund(trans_no).status is RefundStatus.SUCCESS
+
+
+def test_each_request_is_one_write_on_new_and_kept_alive_connections(
+    hsq_sandbox, client, monkeypatch
+):
+    """Headers and body leave in one write (one system call, one segment), and each request
+    goes out whole exactly once, whether its connection is new or kept alive."""
+    writes: list[bytes] = []
+    send = http.client.HTTPConnection.send
+
+    def recording_send(self, data):
+        writes.append(bytes(data))
+        send(self, data)
+
+    monkeypatch.setattr(http.client.HTTPConnection, "send", recording_send)
+    connects: list[object] = []
+    connect = urllib3.connection.HTTPConnection.connect
+
+    def counting_connect(self):
+        connects.append(self)
+        connect(self)
+
+    monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect", counting_connect)
+    for trans_no in ("R1", "R2", "R3"):
+        hsq_sandbox.add_refund(trans_no, amount=100, timeline=[{"status": "SUCCESS"}])
+        assert client.query_refund(trans_no).status is RefundStatus.SUCCESS
+    assert len(writes) == 3, [w[:40] for w in writes]
+    for write in writes:
+        head, _, body = write.partition(b"\r\n\r\n")
+        assert head.startswith(b"POST /")
+        assert f"Content-Length: {len(body)}".encode() in head
+        assert body.startswith(b"merchantNo=") or b"&merchantNo=" in body
+    assert len(connects) == 1  # the first request made the connection; the others reused it
+    assert hsq_sandbox.query_counts() == {"R1": 1, "R2": 1, "R3": 1}
 
 
 # --------------------------------------------------------------------------- faults
