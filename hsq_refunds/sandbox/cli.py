@@ -65,7 +65,11 @@ def _parser() -> argparse.ArgumentParser:
         help="refunds, orders, faults, apply and notify settings (JSON)",
     )
     serve.add_argument(
-        "--latency", type=float, default=0.0, metavar="SECONDS", help="delay every answer"
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="answer each request this long after it arrived",
     )
     serve.set_defaults(run=_serve)
     return parser

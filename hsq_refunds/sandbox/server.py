@@ -48,7 +48,8 @@ class SandboxServer(AddRefundMixin, AddOrderMixin):
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. ``scenario`` is a JSON
     file ``{"refunds": [...], "faults": [...], "orders": [...], "apply": {...}, "notify": {...}}``
-    loaded at construction; ``latency`` delays every answer by that many seconds. ``apply``
+    loaded at construction; ``latency`` delays every answer: it leaves that many seconds after
+    its request arrived (the sandbox's own work included). ``apply``
     (``balance_seconds``, ``card_seconds``, ``refuse_seconds``: how long applied refunds stay
     PROCESSING) and ``notify`` (``method``, ``version``, ``schedule``, ``connect_timeout``,
     ``read_timeout``) are settings; like the latency, they survive :meth:`reset`.
@@ -285,6 +286,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
+        received = time.monotonic()
         path = urlsplit(self.path).path
         try:
             reply = self.server.app.handle(method, path, body)
@@ -292,7 +294,9 @@ class _Handler(BaseHTTPRequestHandler):
             logger.exception("sandbox failed to answer %s %s", method, path)
             reply = Reply(500, spring_error_body(500, path), summary="500")
         if reply.delay:
-            time.sleep(reply.delay)
+            # The delay runs from the request's arrival: the sandbox's own work (signing) is
+            # part of it, so that a latency of L answers after L, not after L plus that work.
+            time.sleep(max(0.0, reply.delay - (time.monotonic() - received)))
         if reply.drop:
             self.close_connection = True
             _shutdown(self.connection)
