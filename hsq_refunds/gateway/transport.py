@@ -385,8 +385,9 @@ class _GatewaySession(requests.Session):
     request (preparing it: merging settings, headers, hooks and cookie jars, encoding the
     form) and goes to the adapter's urllib3 pool exactly as ``HTTPAdapter.send`` would send
     it, with the same proxy, TLS settings, retries, headers and request target, worked out
-    once per URL. That is about a third of a query's CPU time. Other uses of the session
-    (``session.post``) are plain ``requests``."""
+    once per URL. That is about a third of a query's CPU time. Cookies are neither sent nor
+    kept (the gateway's calls are stateless). Other uses of the session (``session.post``)
+    are plain ``requests``."""
 
     def __init__(self) -> None:
         super().__init__()
