@@ -180,6 +180,16 @@ def test_own_session_sends_what_requests_would_send(make_client, recording_gatew
     assert sent["user-agent"] == "hsq-refunds"
 
 
+def test_own_session_keeps_no_cookies(make_client, recording_gateway, platform_private):
+    body = success_body(platform_private, business_result())
+    recording_gateway.answer(200, body, Set_Cookie="SERVERID=a1; Path=/")
+    recording_gateway.answer(200, body)
+    client = make_client(base_url=recording_gateway.url)
+    client.query_refund(TRANS_NO)
+    client.query_refund(TRANS_NO)
+    assert [r.headers.get("Cookie") for r in recording_gateway.requests] == [None, None]
+
+
 def test_own_session_goes_through_the_environments_proxy(
     make_client, recording_gateway, monkeypatch, platform_private
 ):
