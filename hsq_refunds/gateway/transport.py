@@ -592,6 +592,7 @@ def _post_direct(route: _Route, form: Mapping[str, str], timeout: tuple[float, f
 
 
 def _read_stream(chunks: Iterator[bytes], status_code: int) -> bytes:
+    """The answer's body from its chunks, refused once it grows past :data:`MAX_BODY_BYTES`."""
     parts: list[bytes] = []
     size = 0
     for chunk in chunks:
@@ -624,17 +625,7 @@ def _describe_urllib3_failure(exc: BaseException, timeout: tuple[float, float]) 
 
 
 def _read_body(response: requests.Response) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_content(chunk_size=64 * 1024):
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise TransportError(
-                f"the gateway's answer is larger than {MAX_BODY_BYTES} bytes",
-                status_code=response.status_code,
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return _read_stream(response.iter_content(chunk_size=64 * 1024), response.status_code)
 
 
 def _describe_request_failure(exc: requests.RequestException, timeout: tuple[float, float]) -> str:
