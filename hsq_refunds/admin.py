@@ -668,11 +668,12 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
         # First: the default URLs end with a catch-all ``<path:object_id>/``.
         return [refresh, apply, again, *super().get_urls()]
 
-    @method_decorator(transaction.non_atomic_requests)
-    def refresh_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """Query one refund (POST only; the admin site checks its CSRF token), back to its page."""
-        if not self.has_refresh_permission(request):
-            raise PermissionDenied
+    def _refund_of_view(
+        self, request: HttpRequest, object_id: str, *, methods: tuple[str, ...]
+    ) -> Refund | HttpResponse:
+        """The refund a refund's own view acts on, once the person may see it and the method
+        is one of ``methods``; otherwise the answer to give (the admin's redirect for a refund
+        that does not exist, 405) or ``PermissionDenied``."""
         refund = self.get_object(request, unquote(object_id))
         if refund is None:
             return self._get_obj_does_not_exist_redirect(  # type: ignore[attr-defined]
@@ -680,8 +681,18 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
             )
         if not self.has_view_or_change_permission(request, refund):
             raise PermissionDenied
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
+        if request.method not in methods:
+            return HttpResponseNotAllowed(list(methods))
+        return refund
+
+    @method_decorator(transaction.non_atomic_requests)
+    def refresh_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Query one refund (POST only; the admin site checks its CSRF token), back to its page."""
+        if not self.has_refresh_permission(request):
+            raise PermissionDenied
+        refund = self._refund_of_view(request, object_id, methods=("POST",))
+        if isinstance(refund, HttpResponse):
+            return refund
         try:
             report = sync_refund(refund)
         except HsqError as exc:
@@ -969,15 +980,9 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
         """
         if not self.has_apply_permission(request):
             raise PermissionDenied
-        refund = self.get_object(request, unquote(object_id))
-        if refund is None:
-            return self._get_obj_does_not_exist_redirect(  # type: ignore[attr-defined]
-                request, self.opts, object_id
-            )
-        if not self.has_view_or_change_permission(request, refund):
-            raise PermissionDenied
-        if request.method not in ("GET", "POST"):
-            return HttpResponseNotAllowed(["GET", "POST"])
+        refund = self._refund_of_view(request, object_id, methods=("GET", "POST"))
+        if isinstance(refund, HttpResponse):
+            return refund
         back = HttpResponseRedirect(self._change_url(refund))
         if refund.attention_reason != AttentionReason.NOT_RECEIVED:
             self.message_user(

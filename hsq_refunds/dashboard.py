@@ -62,8 +62,18 @@ AGE_BUCKETS: tuple[tuple[str, Any, int, int | None], ...] = (
 )
 
 
+class _InYuan:
+    """``amount_display``: the figure's ``amount`` (fen) in yuan, as the admin shows money."""
+
+    amount: int
+
+    @property
+    def amount_display(self) -> str:
+        return format_fen(self.amount)
+
+
 @dataclass(frozen=True)
-class StatusRow:
+class StatusRow(_InYuan):
     """Refunds of one status in a period; ``query`` filters the change list to them."""
 
     status: str
@@ -72,13 +82,9 @@ class StatusRow:
     amount: int
     query: str
 
-    @property
-    def amount_display(self) -> str:
-        return format_fen(self.amount)
-
 
 @dataclass(frozen=True)
-class Period:
+class Period(_InYuan):
     key: str
     title: str
     since: datetime
@@ -91,12 +97,8 @@ class Period:
         return sum(row.count for row in self.rows)
 
     @property
-    def amount(self) -> int:
+    def amount(self) -> int:  # type: ignore[override]  # the sum of its rows, read-only
         return sum(row.amount for row in self.rows)
-
-    @property
-    def amount_display(self) -> str:
-        return format_fen(self.amount)
 
 
 @dataclass(frozen=True)
@@ -108,16 +110,12 @@ class AttentionRow:
 
 
 @dataclass(frozen=True)
-class AgeBucket:
+class AgeBucket(_InYuan):
     key: str
     label: str
     count: int
     amount: int
     query: str
-
-    @property
-    def amount_display(self) -> str:
-        return format_fen(self.amount)
 
 
 @dataclass(frozen=True)
@@ -255,37 +253,30 @@ def _attention() -> list[AttentionRow]:
 
 
 def _age_buckets(now: datetime) -> list[AgeBucket]:
+    limits: dict[str, dict[str, datetime]] = {}
     aggregates: dict[str, Any] = {}
-    bounds: dict[str, Q] = {}
     for key, _label, low, high in AGE_BUCKETS:
         # Younger than ``low`` means applied after now - low; a refund applied "in the future"
-        # (a clock ahead) counts as the youngest.
-        condition = Q(applied_at__lte=now - timedelta(seconds=low)) if low else Q()
-        if high is not None:
-            condition &= Q(applied_at__gt=now - timedelta(seconds=high))
-        bounds[key] = condition
-        aggregates[f"{key}_count"] = Count(_ONE, filter=condition) if condition else Count(_ONE)
-        aggregates[f"{key}_amount"] = (
-            Sum("amount", filter=condition) if condition else Sum("amount")
-        )
-    figures = Refund.objects.filter(status__in=OPEN_STATUSES).aggregate(**aggregates)
-    buckets = []
-    for key, label, low, high in AGE_BUCKETS:
-        params: dict[str, Any] = {"status__in": ",".join(OPEN_STATUSES)}
+        # (a clock ahead) counts as the youngest. The same limits filter the change list.
+        bounds = limits[key] = {}
         if low:
-            params["applied_at__lte"] = now - timedelta(seconds=low)
+            bounds["applied_at__lte"] = now - timedelta(seconds=low)
         if high is not None:
-            params["applied_at__gt"] = now - timedelta(seconds=high)
-        buckets.append(
-            AgeBucket(
-                key=key,
-                label=str(label),
-                count=figures[f"{key}_count"] or 0,
-                amount=figures[f"{key}_amount"] or 0,
-                query=_query(**params),
-            )
+            bounds["applied_at__gt"] = now - timedelta(seconds=high)
+        condition = Q(**bounds)
+        aggregates[f"{key}_count"] = Count(_ONE, filter=condition) if bounds else Count(_ONE)
+        aggregates[f"{key}_amount"] = Sum("amount", filter=condition) if bounds else Sum("amount")
+    figures = Refund.objects.filter(status__in=OPEN_STATUSES).aggregate(**aggregates)
+    return [
+        AgeBucket(
+            key=key,
+            label=str(label),
+            count=figures[f"{key}_count"] or 0,
+            amount=figures[f"{key}_amount"] or 0,
+            query=_query(status__in=",".join(OPEN_STATUSES), **limits[key]),
         )
-    return buckets
+        for key, label, _low, _high in AGE_BUCKETS
+    ]
 
 
 def _runs(limit: int) -> list[RunRow]:

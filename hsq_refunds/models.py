@@ -567,14 +567,24 @@ class RefundQueryQuerySet(models.QuerySet["RefundQuery"]):
             if days is None:
                 return 0
             older_than = timedelta(days=days)
-        cutoff = timezone.now() - older_than if isinstance(older_than, timedelta) else older_than
-        deleted = 0
-        old = self.filter(queried_at__lt=cutoff)
-        while True:
-            ids = list(old.order_by().values_list("id", flat=True)[:_PRUNE_BATCH])
-            if not ids:
-                return deleted
-            deleted += RefundQuery.objects.using(self.db).filter(id__in=ids).delete()[0]
+        return _delete_older(self, "queried_at", older_than)
+
+
+def _delete_older(
+    queryset: models.QuerySet[Any], field: str, older_than: timedelta | datetime
+) -> int:
+    """Delete the rows of ``queryset`` whose ``field`` is before ``older_than`` (an age or a
+    cutoff time), :data:`_PRUNE_BATCH` at a time, so that no statement holds many rows
+    locked; returns how many were deleted."""
+    cutoff = timezone.now() - older_than if isinstance(older_than, timedelta) else older_than
+    old = queryset.filter(**{f"{field}__lt": cutoff}).order_by()
+    rows = queryset.model._default_manager.using(queryset.db)
+    deleted = 0
+    while True:
+        ids = list(old.values_list("id", flat=True)[:_PRUNE_BATCH])
+        if not ids:
+            return deleted
+        deleted += rows.filter(id__in=ids).delete()[0]
 
 
 class RefundQuery(models.Model):
@@ -1019,14 +1029,7 @@ class SyncRunQuerySet(models.QuerySet["SyncRun"]):
     def prune(self, older_than: timedelta | datetime) -> int:
         """Delete runs that finished before ``older_than`` (an age or a cutoff time), in
         batches; returns how many were deleted."""
-        cutoff = timezone.now() - older_than if isinstance(older_than, timedelta) else older_than
-        deleted = 0
-        old = self.filter(finished_at__lt=cutoff)
-        while True:
-            ids = list(old.order_by().values_list("id", flat=True)[:_PRUNE_BATCH])
-            if not ids:
-                return deleted
-            deleted += SyncRun.objects.using(self.db).filter(id__in=ids).delete()[0]
+        return _delete_older(self, "finished_at", older_than)
 
 
 class SyncRun(models.Model):
