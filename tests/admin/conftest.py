@@ -12,6 +12,9 @@ from django.urls import reverse
 
 from hsq_refunds.models import Refund
 
+# Debian's Chromium driven by Playwright, and a superuser with a password for it.
+from .browser import browser, superuser  # noqa: F401
+
 #: Every permission of the app's refunds, by codename.
 REFUND_PERMISSIONS = ("view_refund", "change_refund", "add_refund", "refresh_refund")
 
@@ -50,13 +53,13 @@ def make_refund(refunds) -> Callable[..., Refund]:
     return make
 
 
-@pytest.fixture
-def staff_client(db, django_user_model) -> Callable[..., Client]:
-    """``staff_client(*codenames)``: a client logged in as staff with these refund permissions."""
+def staff_clients(django_user_model, prefix: str) -> Callable[..., Client]:
+    """``make(*codenames)``: a client logged in as a new staff user, ``<prefix>-<codenames>``,
+    with these refund permissions (the ``staff_client`` fixtures of the admin and ops tests)."""
 
     def make(*codenames: str) -> Client:
         user = django_user_model.objects.create_user(
-            username=f"staff-{'-'.join(codenames) or 'none'}", password="x", is_staff=True
+            username=f"{prefix}-{'-'.join(codenames) or 'none'}", password="x", is_staff=True
         )
         permissions = Permission.objects.filter(
             content_type__app_label="hsq_refunds", codename__in=codenames
@@ -68,6 +71,12 @@ def staff_client(db, django_user_model) -> Callable[..., Client]:
         return client
 
     return make
+
+
+@pytest.fixture
+def staff_client(db, django_user_model) -> Callable[..., Client]:
+    """``staff_client(*codenames)``: a client logged in as staff with these refund permissions."""
+    return staff_clients(django_user_model, "staff")
 
 
 def changelist_url() -> str:

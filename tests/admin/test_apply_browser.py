@@ -14,35 +14,11 @@ from django.urls import reverse
 
 from hsq_refunds.models import Refund
 
-from .test_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, SCREENSHOTS
+from .browser import SCREENSHOTS, log_in
 
 pytestmark = pytest.mark.browser
 
 ORDER = "PO202406010001"
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    if not CHROMIUM.exists():
-        pytest.skip(
-            "Debian's Chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
-        )
-    # Playwright's sync API runs an event loop in this thread; the ORM calls made here are
-    # ordinary synchronous ones.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def superuser(transactional_db, django_user_model):
-    return django_user_model.objects.create_superuser("admin", "admin@example.com", PASSWORD)
 
 
 @pytest.fixture
@@ -71,11 +47,7 @@ def test_apply_for_a_refund_in_chromium(
     context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
     page = context.new_page()
 
-    page.goto(f"{live_server.url}/admin/login/?next=/admin/hsq_refunds/refund/")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url("**/admin/hsq_refunds/refund/")
+    log_in(page, live_server.url, "/admin/hsq_refunds/refund/")
     assert page.locator("html").get_attribute("lang") == language
 
     link = page.locator("#hsq-apply-link")

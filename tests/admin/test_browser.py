@@ -6,53 +6,17 @@ or in ``docs/screenshots/`` (the README's pictures) when ``HSQ_UPDATE_SCREENSHOT
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from hsq_refunds.sync import sync_refunds
 
+from .browser import SCREENSHOTS, log_in
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = (
-    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-    if os.environ.get("HSQ_UPDATE_SCREENSHOTS") == "1"
-    else Path(tempfile.gettempdir()) / "hsq_refunds_screenshots"
-)
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
-PASSWORD = "correct horse battery staple"
 TARGET = "RF202406010007"
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    if not CHROMIUM.exists():
-        pytest.skip(
-            "Debian's Chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
-        )
-    # Playwright's sync API runs an event loop in this thread; the ORM calls made here are
-    # ordinary synchronous ones.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -79,11 +43,6 @@ def refunds(transactional_db, make_refund, sandbox) -> Iterator[None]:
     yield
 
 
-@pytest.fixture
-def superuser(transactional_db, django_user_model):
-    return django_user_model.objects.create_superuser("admin", "admin@example.com", PASSWORD)
-
-
 @pytest.mark.parametrize(
     ("locale", "language", "texts"),
     [
@@ -98,11 +57,7 @@ def test_refresh_a_refund_in_chromium(
     context = browser.new_context(locale=locale, viewport={"width": 1920, "height": 1000})
     page = context.new_page()
 
-    page.goto(f"{live_server.url}/admin/login/?next=/admin/hsq_refunds/refund/")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url("**/admin/hsq_refunds/refund/")
+    log_in(page, live_server.url, "/admin/hsq_refunds/refund/")
     page.click("#toggle-nav-sidebar")  # room for every column in the screenshots
     assert page.locator("html").get_attribute("lang") == language
     assert page.locator("#result_list tbody tr").count() == 7

@@ -8,14 +8,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.test import Client
 from django.utils import timezone
 
 from hsq_refunds.models import Refund, RefundQuery, SyncRun
 
 # Debian's Chromium driven by Playwright, and a superuser with a password for it.
-from tests.admin.test_browser import PASSWORD, browser, superuser
+from tests.admin.browser import PASSWORD, browser, superuser
+from tests.admin.conftest import staff_clients
 
 MERCHANT = "888000000001"
 
@@ -83,21 +83,7 @@ def make_run(db, now) -> Callable[..., SyncRun]:
 @pytest.fixture
 def staff_client(db, django_user_model) -> Callable[..., Client]:
     """``staff_client(*codenames)``: a client logged in as staff with these refund permissions."""
-
-    def make(*codenames: str) -> Client:
-        user = django_user_model.objects.create_user(
-            username=f"ops-{'-'.join(codenames) or 'none'}", password="x", is_staff=True
-        )
-        permissions = Permission.objects.filter(
-            content_type__app_label="hsq_refunds", codename__in=codenames
-        )
-        assert permissions.count() == len(codenames), codenames
-        user.user_permissions.add(*permissions)
-        client = Client()
-        client.force_login(user)
-        return client
-
-    return make
+    return staff_clients(django_user_model, "ops")
 
 
 __all__ = ["PASSWORD", "browser", "superuser"]

@@ -1,7 +1,7 @@
 """The dashboard and the export button in Debian's Chromium, in English and in Chinese.
 
 Saves screenshots of the dashboard in each language: in a temporary folder, or in
-``docs/screenshots/`` when ``HSQ_UPDATE_SCREENSHOTS=1`` (as ``tests/admin/test_browser.py``).
+``docs/screenshots/`` when ``HSQ_UPDATE_SCREENSHOTS=1`` (as ``tests/admin/browser.py``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from hsq_refunds.dashboard import dashboard_data
 from hsq_refunds.health import record_sync_run
 from hsq_refunds.models import Refund
 from hsq_refunds.sync import RefundFailure, SyncReport
-from tests.admin.test_browser import SCREENSHOTS
+from tests.admin.browser import SCREENSHOTS, log_in
 
-from .conftest import MERCHANT, PASSWORD
+from .conftest import MERCHANT
 
 pytestmark = pytest.mark.browser
 
@@ -113,11 +113,7 @@ def test_the_dashboard_and_the_export_in_chromium(
     )
     page = context.new_page()
 
-    page.goto(f"{live_server.url}/admin/login/?next=/admin/hsq_refunds/")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url("**/admin/hsq_refunds/")
+    log_in(page, live_server.url, "/admin/hsq_refunds/")
     with page.expect_navigation():
         page.click("#hsq-dashboard-index-link")
     page.click("#toggle-nav-sidebar")  # room for the tables in the screenshots

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pydoc
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from django_q.conf import Conf
+from django_q.models import OrmQ
 
 
 @pytest.fixture
@@ -27,3 +30,22 @@ def make_refunds(refunds) -> Callable[..., list[int]]:
         return [row.pk for row in rows]
 
     return create
+
+
+@pytest.fixture
+def queued(monkeypatch) -> Callable[[], list[object]]:
+    """Sync mode off: ``async_task`` leaves tasks in the ORM broker's table.
+
+    Returns ``run_queued()``, which runs and empties the queue, oldest first, as a worker would.
+    """
+    monkeypatch.setattr(Conf, "SYNC", False)
+
+    def run_queued() -> list[object]:
+        results = []
+        for row in OrmQ.objects.order_by("id"):
+            task = row.task
+            results.append(pydoc.locate(task["func"])(*task["args"], **task["kwargs"]))
+            row.delete()
+        return results
+
+    return run_queued

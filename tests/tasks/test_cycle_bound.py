@@ -6,13 +6,11 @@ what each cycle queued before it runs them as a worker would.
 
 from __future__ import annotations
 
-import pydoc
 from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 from django.utils import timezone, translation
-from django_q.conf import Conf
 from django_q.models import OrmQ
 
 from hsq_refunds import tasks
@@ -22,22 +20,6 @@ from tests.admin.conftest import message_texts, run_action
 pytestmark = pytest.mark.django_db
 
 LIMIT, BATCH, DUE = 250, 100, 600
-
-
-@pytest.fixture
-def queued(monkeypatch):
-    """Sync mode off; returns ``run_queued()``, which runs and empties the queue, oldest first."""
-    monkeypatch.setattr(Conf, "SYNC", False)
-
-    def run_queued() -> list[dict]:
-        results = []
-        for row in OrmQ.objects.order_by("id"):
-            task = row.task
-            results.append(pydoc.locate(task["func"])(*task["args"], **task["kwargs"]))
-            row.delete()
-        return results
-
-    return run_queued
 
 
 def queued_batches() -> list[list[int]]:

@@ -14,13 +14,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from django.utils import timezone
 from django_q.models import Task
 
-from hsq_refunds import tasks
 from hsq_refunds.models import Refund, RefundQuery
-from tests.processes import QCluster, child_env, run_manage
+from tests.processes import child_env
 from tests.services import ServiceUnavailable, ensure_redis
+from tests.tasks.cluster import run_cycle, running_clusters, wait_for_batches
 
 pytestmark = [
     pytest.mark.slow,
@@ -60,17 +59,6 @@ def cluster_env(redis_url) -> Iterator[dict[str, str]]:
         client.delete(f"django_q:{name}:q")
 
 
-def wait_for(what: str, condition, clusters: list[QCluster], deadline: float) -> None:
-    while not condition():
-        for cluster in clusters:
-            tail = cluster.exited()
-            if tail is not None:
-                pytest.fail(f"a cluster exited early:\n{tail}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.25)
-
-
 def test_two_clusters_share_the_due_refunds(
     transactional_db, configure, sandbox, make_refunds, cluster_env, tmp_path
 ):
@@ -80,41 +68,15 @@ def test_two_clusters_share_the_due_refunds(
     env = child_env(cluster_env)
     deadline = time.monotonic() + DEADLINE
 
-    clusters: list[QCluster] = []
-    try:
-        for number in range(CLUSTERS):
-            clusters.append(QCluster(env, tmp_path / f"cluster{number}.log"))
-        wait_for(
-            "the clusters to start", lambda: all(c.running() for c in clusters), clusters, deadline
-        )
-
-        queued = run_manage(
-            [
-                "shell",
-                "-c",
-                f"from django_q.tasks import async_task; print(async_task({tasks.CYCLE_TASK!r}))",
-            ],
-            env=cluster_env,
-        )
-        assert queued.returncode == 0, queued.stderr
-        cycle_id = queued.stdout.strip().splitlines()[-1]
-
-        wait_for("the cycle", lambda: Task.objects.filter(id=cycle_id).exists(), clusters, deadline)
-        cycle = Task.objects.get(id=cycle_id)
+    with running_clusters(env, tmp_path, CLUSTERS, deadline) as clusters:
+        cycle = run_cycle(cluster_env, clusters, deadline)
         assert cycle.success, cycle.result
         group, batches = cycle.result["group"], cycle.result["batches"]
         assert batches == REFUNDS // BATCH_SIZE
         assert cycle.result["queued"] == REFUNDS
 
-        def done() -> bool:
-            due = Refund.objects.filter(next_query_at__lte=timezone.now()).exists()
-            return not due and Task.objects.filter(group=group).count() == batches
-
-        wait_for("every batch", done, clusters, deadline)
+        wait_for_batches(group, batches, clusters, deadline)
         processes = [cluster.pids() for cluster in clusters]
-    finally:
-        for cluster in clusters:
-            cluster.stop()
 
     # Every refund synced, each asked exactly once.
     assert set(Refund.objects.filter(id__in=ids).values_list("status", flat=True)) == {"SUCCESS"}

@@ -14,14 +14,13 @@ import bisect
 import time
 
 import pytest
-from django.utils import timezone
 from django_q.models import Task
 
-from hsq_refunds import tasks
 from hsq_refunds.models import Refund, RefundQuery
 from hsq_refunds.sandbox import SandboxServer
-from tests.processes import QCluster, child_env, run_manage
-from tests.tasks.test_distributed import cluster_env, redis_url, wait_for  # noqa: F401
+from tests.processes import child_env
+from tests.tasks.cluster import run_cycle, running_clusters, wait_for_batches
+from tests.tasks.test_distributed import cluster_env, redis_url  # noqa: F401
 
 REFUNDS = 400
 RATE = 20
@@ -77,40 +76,14 @@ def test_two_clusters_keep_one_rate_limit(
     env = child_env(rate_env)
     deadline = time.monotonic() + DEADLINE
 
-    clusters: list[QCluster] = []
-    try:
-        for number in range(CLUSTERS):
-            clusters.append(QCluster(env, tmp_path / f"cluster{number}.log"))
-        wait_for(
-            "the clusters to start", lambda: all(c.running() for c in clusters), clusters, deadline
-        )
-
-        queued = run_manage(
-            [
-                "shell",
-                "-c",
-                f"from django_q.tasks import async_task; print(async_task({tasks.CYCLE_TASK!r}))",
-            ],
-            env=rate_env,
-        )
-        assert queued.returncode == 0, queued.stderr
-        cycle_id = queued.stdout.strip().splitlines()[-1]
-
-        wait_for("the cycle", lambda: Task.objects.filter(id=cycle_id).exists(), clusters, deadline)
-        cycle = Task.objects.get(id=cycle_id)
+    with running_clusters(env, tmp_path, CLUSTERS, deadline) as clusters:
+        cycle = run_cycle(rate_env, clusters, deadline)
         assert cycle.success, cycle.result
         group, batches = cycle.result["group"], cycle.result["batches"]
         assert (batches, cycle.result["queued"]) == (REFUNDS // BATCH_SIZE, REFUNDS)
 
-        def done() -> bool:
-            due = Refund.objects.filter(next_query_at__lte=timezone.now()).exists()
-            return not due and Task.objects.filter(group=group).count() == batches
-
-        wait_for("every batch", done, clusters, deadline)
+        wait_for_batches(group, batches, clusters, deadline)
         processes = [cluster.pids() for cluster in clusters]
-    finally:
-        for cluster in clusters:
-            cluster.stop()
 
     # Every refund synced, each asked exactly once.
     assert set(Refund.objects.filter(id__in=ids).values_list("status", flat=True)) == {"SUCCESS"}

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import math
 import os
-import pydoc
 from datetime import timedelta
 
 import django_q.tasks
 import pytest
 from django.test import override_settings
 from django.utils import timezone
-from django_q.conf import Conf
 from django_q.models import OrmQ, Task
 from django_q.tasks import async_task
 
@@ -42,25 +40,6 @@ def assert_no_claims_left() -> None:
 
 def batch_tasks(group: str) -> list[Task]:
     return list(Task.objects.filter(group=group, func=tasks.BATCH_TASK))
-
-
-@pytest.fixture
-def queued(monkeypatch):
-    """Sync mode off: ``async_task`` leaves tasks in the ORM broker's table.
-
-    Returns ``run_queued()``, which runs what is queued, oldest first, as a worker would.
-    """
-    monkeypatch.setattr(Conf, "SYNC", False)
-
-    def run_queued() -> list[object]:
-        results = []
-        for row in OrmQ.objects.order_by("id"):
-            task = row.task
-            results.append(pydoc.locate(task["func"])(*task["args"], **task["kwargs"]))
-            row.delete()
-        return results
-
-    return run_queued
 
 
 def test_a_small_due_set_is_synced_inline(configure, sandbox, make_refunds):
