@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -196,11 +197,11 @@ def _load_private_pem(data: bytes, label: str, pw: bytes | None, origin: str) ->
     encrypted = "ENCRYPTED" in label or b"Proc-Type: 4,ENCRYPTED" in data
     if encrypted and pw is None:
         raise ConfigurationError(f"{_PRIVATE}: {origin} is encrypted; give its password")
+    if encrypted and _pem_envelope_is_sound(data):
+        return _decrypt(serialization.load_pem_private_key, data, pw, origin)
     try:
         key = serialization.load_pem_private_key(data, password=pw if encrypted else None)
-    except ValueError as exc:
-        if encrypted and "password" in str(exc).lower():
-            raise ConfigurationError(f"{_PRIVATE}: wrong password for {origin}") from None
+    except ValueError:
         raise ConfigurationError(
             f"{_PRIVATE}: {origin} is not a valid PEM private key (truncated or corrupted?)"
         ) from None
@@ -208,6 +209,42 @@ def _load_private_pem(data: bytes, label: str, pw: bytes | None, origin: str) ->
         raise ConfigurationError(
             f"{_PRIVATE}: {origin} holds a private key of an unsupported kind"
         ) from None
+    return _require_rsa_private(key, origin)
+
+
+def _pem_envelope_is_sound(data: bytes) -> bool:
+    """Whether an encrypted PEM key is intact as far as can be told without its password.
+
+    Asked for a key without the password, the library reads the PEM block and (PKCS#8) the
+    ``EncryptedPrivateKeyInfo`` around the ciphertext, and only then finds that it needs one.
+    """
+    try:
+        serialization.load_pem_private_key(data, password=None)
+    except TypeError:  # "password was not given": everything up to the ciphertext is readable
+        return True
+    except Exception:
+        return False
+    return False  # not encrypted after all: loaded as such by the caller
+
+
+def _decrypt(
+    load: Callable[..., object], data: bytes, pw: bytes | None, origin: str
+) -> rsa.RSAPrivateKey:
+    """Load an encrypted key whose envelope is sound: a failure now is the password's.
+
+    With a wrong password, CBC decryption still ends in valid padding about once in 256
+    tries; what it yields is then garbage that fails to parse as a key, not as a decryption.
+    Either way the password is wrong (the ciphertext carries no checksum that could tell a
+    corrupted one apart), so both are reported as that.
+    """
+    try:
+        key = load(data, password=pw)
+    except UnsupportedAlgorithm:  # the cipher, named before anything is decrypted
+        raise ConfigurationError(
+            f"{_PRIVATE}: {origin} is encrypted with an unsupported algorithm"
+        ) from None
+    except Exception:  # its text is not passed on
+        raise ConfigurationError(f"{_PRIVATE}: wrong password for {origin}") from None
     return _require_rsa_private(key, origin)
 
 
@@ -241,20 +278,17 @@ def _load_private_der(der: bytes, pw: bytes | None, origin: str) -> rsa.RSAPriva
 
 
 def _load_encrypted_pkcs8_der(der: bytes, pw: bytes, origin: str) -> rsa.RSAPrivateKey:
-    try:
-        key = serialization.load_der_private_key(der, password=pw)
-    except ValueError:
-        raise ConfigurationError(f"{_PRIVATE}: wrong password for {origin}") from None
-    except Exception:
-        raise ConfigurationError(f"{_PRIVATE}: {origin} could not be decrypted") from None
-    return _require_rsa_private(key, origin)
+    # Its EncryptedPrivateKeyInfo was read already (the library asked for the password).
+    return _decrypt(serialization.load_der_private_key, der, pw, origin)
 
 
 def _load_pkcs12(der: bytes, pw: bytes | None, origin: str) -> rsa.RSAPrivateKey:
     try:
         key, _cert, _extra = pkcs12.load_key_and_certificates(der, pw)
     except ValueError as exc:
-        if "password" not in str(exc).lower():
+        reason = str(exc).lower()
+        # "Could not deserialize PKCS12 data": the container itself, before any decryption.
+        if "deserialize" in reason or (pw is None and "password" not in reason):
             raise ConfigurationError(
                 f"{_PRIVATE}: the PKCS#12 data in {origin} is corrupted"
             ) from None
@@ -262,6 +296,8 @@ def _load_pkcs12(der: bytes, pw: bytes | None, origin: str) -> rsa.RSAPrivateKey
             raise ConfigurationError(
                 f"{_PRIVATE}: the PKCS#12 data in {origin} is password-protected; give its password"
             ) from None
+        # With a password, whatever failed past the container (its MAC, a decryption, what a
+        # decryption produced) is the password's: see _decrypt.
         raise ConfigurationError(
             f"{_PRIVATE}: wrong password for the PKCS#12 data in {origin}"
         ) from None

@@ -228,6 +228,60 @@ def test_wrong_password_encrypted_der(key_dir):
     _assert_safe(message, "nope-nope-nope")
 
 
+def _lucky(load, data: bytes, password: bytes) -> bool:
+    """Whether the library itself fails on something other than the password: CBC padding that
+    happened to be valid under a wrong password, and garbage after it."""
+    try:
+        load(data, password)
+    except ValueError as exc:
+        return "password" not in str(exc).lower()
+    return False
+
+
+@pytest.mark.parametrize(
+    ("name", "raw_load"),
+    [
+        ("pkcs8-encrypted.pem", serialization.load_pem_private_key),
+        ("pkcs1-encrypted.pem", serialization.load_pem_private_key),
+        ("pkcs8-encrypted.der", serialization.load_der_private_key),
+        ("modern.pfx", None),
+        ("legacy.pfx", None),
+    ],
+)
+def test_every_wrong_password_is_a_wrong_password(request, key_dir, name, raw_load):
+    """At least 2,000 distinct wrong passwords, and for the CBC-encrypted PEM and DER keys as
+    many more as it takes for one to pass the padding check (about 1 in 256 do): each is
+    reported as a wrong password, never as a corrupted key. (A PKCS#12 file's MAC fails first.)
+    """
+    path = request.getfixturevalue("legacy_pfx") if name == "legacy.pfx" else key_dir / name
+    data = path.read_bytes()
+    lucky = 0
+    attempt = 0
+    while attempt < 2000 or (raw_load is not None and lucky == 0 and attempt < 50_000):
+        wrong = f"wrong-{attempt}"
+        if raw_load is not None:
+            lucky += _lucky(raw_load, data, wrong.encode())
+        message = _load_error(load_private_key, data, wrong)
+        assert "wrong password" in message, (wrong, message)
+        assert wrong not in message
+        attempt += 1
+    assert raw_load is None or lucky > 0, f"no wrong password passed the padding in {attempt}"
+
+
+@pytest.mark.parametrize("name", ["pkcs8-encrypted.pem", "pkcs8-encrypted.der"])
+def test_a_broken_encrypted_envelope_is_not_a_password_problem(key_dir, name):
+    """A wrong password is only blamed once the envelope around the ciphertext reads well."""
+    data = (key_dir / name).read_bytes()
+    if name.endswith(".pem"):
+        lines = data.splitlines(keepends=True)
+        broken = b"".join([*lines[:1], b"AAAA" * 16 + b"\n", *lines[2:]])
+    else:
+        broken = data[:4] + b"\x05" + data[5:]  # the envelope's first tag is no SEQUENCE
+    message = _load_error(load_private_key, broken, PASSWORD)
+    assert "password" not in message
+    assert "corrupted" in message
+
+
 @pytest.mark.parametrize(
     "name", ["modern.pfx", "pkcs8-encrypted.pem", "pkcs1-encrypted.pem", "pkcs8-encrypted.der"]
 )
