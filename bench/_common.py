@@ -87,11 +87,11 @@ def drop_database(database: BenchDatabase) -> None:
 def _postgres_admin(*statements: str) -> None:
     import psycopg
 
-    from tests.services import PG_PORT, ensure_postgres
+    from tests import services
 
-    ensure_postgres()
+    services.ensure_postgres()  # may move this checkout's port: read it afterwards
     with psycopg.connect(
-        host="127.0.0.1", port=PG_PORT, user="postgres", dbname="postgres", autocommit=True
+        host="127.0.0.1", port=services.PG_PORT, user="postgres", dbname="postgres", autocommit=True
     ) as conn:
         for statement in statements:
             conn.execute(statement)

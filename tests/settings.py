@@ -64,10 +64,12 @@ STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-# Test databases are named per process so that concurrent runs never share one. Child
+# Test databases are named per process so that concurrent runs never share one, and SQLite's
+# files per checkout too (``CHECKOUT_KEY``), so that two checkouts side by side never meet. Child
 # processes started by a test (``manage.py sync_refunds``, ``qcluster``) are pointed at the test
 # database with ``HSQ_TEST_PG_NAME`` or ``HSQ_TEST_SQLITE_NAME``: see ``tests/processes.py``.
 _RUN_ID = os.environ.get("HSQ_TEST_RUN_ID", str(os.getpid()))
+_SQLITE_DIR = Path(tempfile.gettempdir())
 
 if os.environ.get("HSQ_TEST_DATABASE") == "postgres":
     from tests.services import postgres_settings
@@ -76,14 +78,16 @@ if os.environ.get("HSQ_TEST_DATABASE") == "postgres":
     DATABASES["default"]["TEST"] = {"NAME": f"test_hsq_refunds_{_RUN_ID}"}
 else:
     # A file, not ":memory:", so that child processes see what a test wrote.
+    from tests.services import CHECKOUT_KEY
+
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get(
-                "HSQ_TEST_SQLITE_NAME", str(Path(tempfile.gettempdir()) / "hsq_refunds.sqlite3")
+                "HSQ_TEST_SQLITE_NAME", str(_SQLITE_DIR / f"hsq_refunds_{CHECKOUT_KEY}.sqlite3")
             ),
             "TEST": {
-                "NAME": str(Path(tempfile.gettempdir()) / f"test_hsq_refunds_{_RUN_ID}.sqlite3")
+                "NAME": str(_SQLITE_DIR / f"test_hsq_refunds_{CHECKOUT_KEY}_{_RUN_ID}.sqlite3")
             },
             "OPTIONS": {"timeout": 30},
         }

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import CHECKOUT_KEY
+
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = (
     Path(__file__).resolve().parents[2] / "docs" / "screenshots"
     if os.environ.get("HSQ_UPDATE_SCREENSHOTS") == "1"
-    else Path(tempfile.gettempdir()) / "hsq_refunds_screenshots"
+    else Path(tempfile.gettempdir()) / f"hsq_refunds_screenshots-{CHECKOUT_KEY}"
 )
 CHROMIUM_ARGS = [
     "--no-sandbox",

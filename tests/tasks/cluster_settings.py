@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 
+from tests.services import CHECKOUT_KEY, REDIS_PORT
 from tests.settings import *  # noqa: F403
 
 Q_CLUSTER = {
-    "name": os.environ.get("HSQ_TEST_Q_NAME", "hsq_refunds_tests"),
-    "redis": os.environ.get("HSQ_TEST_REDIS_URL", "redis://127.0.0.1:56379/0"),
+    "name": os.environ.get("HSQ_TEST_Q_NAME", f"hsq_refunds_tests_{CHECKOUT_KEY}"),
+    "redis": os.environ.get("HSQ_TEST_REDIS_URL", f"redis://127.0.0.1:{REDIS_PORT}/0"),
     "workers": int(os.environ.get("HSQ_TEST_Q_WORKERS", "4")),
     # A batch must finish before a broker that takes receipts would hand it out again.
     "timeout": 120,
