@@ -92,6 +92,12 @@ class Receiver:
             scripted = self._answers.pop(0) if self._answers else None
         answer = scripted if scripted is not None else ("SUCCESS" if verified else "FAIL")
         status, body, headers = _unpack(answer)
+        # Recorded before it is answered: the sandbox sends the next notification only once it
+        # has this answer, so ``deliveries`` is in the sandbox's order however threads are run.
+        delivery = Delivery(form, handler.headers.get("Content-Type", ""), verified, (status, body))
+        with self._cond:
+            self.deliveries.append(delivery)
+            self._cond.notify_all()
         handler.send_response(status)
         for name, value in headers.items():
             handler.send_header(name, value)
@@ -100,10 +106,6 @@ class Receiver:
         handler.send_header("Content-Length", str(len(encoded)))
         handler.end_headers()
         handler.wfile.write(encoded)
-        delivery = Delivery(form, handler.headers.get("Content-Type", ""), verified, (status, body))
-        with self._cond:
-            self.deliveries.append(delivery)
-            self._cond.notify_all()
 
     def wait_for(self, count: int, timeout: float = 30) -> list[Delivery]:
         """The first ``count`` deliveries, once they have all arrived (AssertionError if not)."""
