@@ -18,7 +18,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
@@ -51,6 +51,7 @@ __all__ = [
     "W006_NOTIFY_URL_NOT_HTTPS",
     "W007_NOTIFY_URL_VIEW",
     "W008_RATE_LIMIT_CACHE_LOCAL",
+    "W009_NOTIFY_URL_SSL_REDIRECT",
     "W020_SCHEDULE_NOT_RUN",
     "W021_Q_TIMEOUT_RETRY",
     "W022_Q_BATCH_TIMEOUT",
@@ -77,6 +78,7 @@ W005_CLAIM_LEASE = "hsq_refunds.W005"
 W006_NOTIFY_URL_NOT_HTTPS = "hsq_refunds.W006"
 W007_NOTIFY_URL_VIEW = "hsq_refunds.W007"
 W008_RATE_LIMIT_CACHE_LOCAL = "hsq_refunds.W008"
+W009_NOTIFY_URL_SSL_REDIRECT = "hsq_refunds.W009"
 W020_SCHEDULE_NOT_RUN = "hsq_refunds.W020"
 W021_Q_TIMEOUT_RETRY = "hsq_refunds.W021"
 W022_Q_BATCH_TIMEOUT = "hsq_refunds.W022"
@@ -105,6 +107,9 @@ CHECK_IDS: Mapping[str, str] = {
     W008_RATE_LIMIT_CACHE_LOCAL: (
         "`RATE_LIMIT` is set and its cache (`RATE_LIMIT_CACHE`) is not shared between processes"
     ),
+    W009_NOTIFY_URL_SSL_REDIRECT: (
+        "`NOTIFY_URL` is plain http and `SECURE_SSL_REDIRECT` would redirect HSQ's POST to https"
+    ),
     W020_SCHEDULE_NOT_RUN: (
         "the django-q2 schedule is in the database but `django_q` is not installed"
     ),
@@ -125,6 +130,9 @@ _LOCAL_CACHES = (
 )
 
 _SIGN_KEY = re.compile(r"^[0-9a-fA-F]{32}$")
+
+#: The middleware that ``SECURE_SSL_REDIRECT`` turns on (Django's own checks look for it so).
+_SECURITY_MIDDLEWARE = "django.middleware.security.SecurityMiddleware"
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -248,9 +256,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_notify_url(parsed: HsqRefundsSettings) -> list[CheckMessage]:
-    """``NOTIFY_URL``: https in production, and routed to this app's notification view."""
-    from django.urls import Resolver404, resolve
-
+    """``NOTIFY_URL``: https in production, not redirected, and routed to this app's
+    notification view as it is: a redirect loses HSQ's POST (a client follows it with a GET, or
+    not at all), so a path that only leads there after one is as wrong as one that never does."""
     from .conf import setting_path
 
     url = parsed.NOTIFY_URL
@@ -267,34 +275,131 @@ def _check_notify_url(parsed: HsqRefundsSettings) -> list[CheckMessage]:
                 id=W006_NOTIFY_URL_NOT_HTTPS,
             )
         )
-    path = _without_script_prefix(parts.path or "/")
-    try:
-        view_name: str | None = resolve(path).view_name
-    except Resolver404:
-        view_name = None
-    if view_name != NOTIFY_VIEW_NAME:
-        found = f"the view {view_name!r}" if view_name else "no view"
+    messages.extend(_check_notify_ssl_redirect(url))
+    script, path = _split_script_prefix(parts.path or "/")
+    view_name = _view_name(path)
+    if view_name == NOTIFY_VIEW_NAME:
+        return messages
+    redirected = _redirected_path(path) if view_name is None else None
+    if redirected is not None:
+        there, because, fix = redirected
+        fixed = urlunsplit(parts._replace(path=script + there))
         messages.append(
             Warning(
-                f"{setting_path('NOTIFY_URL')}: its path {path!r} leads to {found} in this "
-                f"project's URLconf, not to {NOTIFY_VIEW_NAME!r}: HSQ's notifications would "
-                "not reach the app",
-                hint=(
-                    f"Route a path to the app's notification view (URL name {NOTIFY_VIEW_NAME!r})"
-                    " in ROOT_URLCONF and give that path's full public URL."
-                ),
+                f"{setting_path('NOTIFY_URL')}: its path {path!r} leads to no view, only "
+                f"{there!r} leads to {NOTIFY_VIEW_NAME!r}: {because}; HSQ's notifications "
+                "would not reach the app",
+                hint=f"{fix} set {setting_path('NOTIFY_URL')} to {fixed!r}.",
                 id=W007_NOTIFY_URL_VIEW,
             )
         )
+        return messages
+    found = f"the view {view_name!r}" if view_name else "no view"
+    messages.append(
+        Warning(
+            f"{setting_path('NOTIFY_URL')}: its path {path!r} leads to {found} in this "
+            f"project's URLconf, not to {NOTIFY_VIEW_NAME!r}: HSQ's notifications would "
+            "not reach the app",
+            hint=(
+                f"Route a path to the app's notification view (URL name {NOTIFY_VIEW_NAME!r})"
+                " in ROOT_URLCONF and give that path's full public URL."
+            ),
+            id=W007_NOTIFY_URL_VIEW,
+        )
+    )
     return messages
 
 
-def _without_script_prefix(path: str) -> str:
-    """The path as the URLconf sees it: ``FORCE_SCRIPT_NAME`` (a site under a prefix) removed."""
+def _check_notify_ssl_redirect(url: str) -> list[CheckMessage]:
+    """An ``http://`` ``NOTIFY_URL`` that ``SecurityMiddleware`` answers with a redirect."""
+    from .conf import setting_path
+
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not settings.SECURE_SSL_REDIRECT:
+        return []
+    if _SECURITY_MIDDLEWARE not in settings.MIDDLEWARE:
+        return []
+    # SecurityMiddleware matches the exemptions against request.path (with the script prefix),
+    # without its leading slash.
+    request_path = (parts.path or "/").lstrip("/")
+    for pattern in settings.SECURE_REDIRECT_EXEMPT:
+        try:
+            if re.search(pattern, request_path):
+                return []
+        except (re.error, TypeError):
+            continue
+    https = urlunsplit(parts._replace(scheme="https"))
+    return [
+        Warning(
+            f"{setting_path('NOTIFY_URL')}: is plain http and SECURE_SSL_REDIRECT is on: "
+            f"SecurityMiddleware would answer HSQ's POST to {parts.path or '/'!r} with a "
+            "redirect to https; HSQ's notifications would not reach the app",
+            hint=(
+                f"Set {setting_path('NOTIFY_URL')} to {https!r} (behind a proxy that terminates "
+                "TLS, also set SECURE_PROXY_SSL_HEADER so that Django sees the request as https), "
+                "or exempt its path in SECURE_REDIRECT_EXEMPT."
+            ),
+            id=W009_NOTIFY_URL_SSL_REDIRECT,
+        )
+    ]
+
+
+def _view_name(path: str) -> str | None:
+    """The URL name of the view a request to ``path`` reaches without a redirect, or ``None``.
+
+    Resolved as ``LocaleMiddleware`` would: in the language of the path's prefix, else in
+    ``LANGUAGE_CODE`` (what it activates for a path without one, and what is active without it).
+    """
+    from django.urls import Resolver404, resolve
+    from django.utils import translation
+
+    language = translation.get_language_from_path(path) or settings.LANGUAGE_CODE
+    with translation.override(language):
+        try:
+            return resolve(path).view_name
+        except Resolver404:
+            return None
+
+
+def _redirected_path(path: str) -> tuple[str, str, str] | None:
+    """Where ``path`` (leading to no view) would lead to the notification view after a redirect
+    of ``CommonMiddleware`` (``APPEND_SLASH``) or ``LocaleMiddleware`` (a language prefix of
+    ``i18n_patterns``): that path, why the POST is lost, and what to change."""
+    from django.utils import translation
+
+    slash = "" if path.endswith("/") else "/"
+    if slash and _view_name(path + slash) == NOTIFY_VIEW_NAME:
+        return (
+            path + slash,
+            "CommonMiddleware redirects a POST without the trailing slash (APPEND_SLASH; an "
+            "error when DEBUG is on), or it is not found",
+            "Add the trailing slash:",
+        )
+    if not settings.USE_I18N or translation.get_language_from_path(path):
+        return None
+    try:  # the language LocaleMiddleware redirects a request without a preference to first
+        default = translation.get_supported_language_variant(settings.LANGUAGE_CODE)
+    except LookupError:
+        default = settings.LANGUAGE_CODE
+    for language in dict.fromkeys([default, *(code for code, _name in settings.LANGUAGES)]):
+        for there in (f"/{language}{path}", f"/{language}{path}{slash}"):
+            if _view_name(there) == NOTIFY_VIEW_NAME:
+                return (
+                    there,
+                    "the app's URLs are inside i18n_patterns(), so the path resolves only "
+                    "under a language prefix and LocaleMiddleware would redirect HSQ's POST",
+                    "Include hsq_refunds.urls outside i18n_patterns() in ROOT_URLCONF, or",
+                )
+    return None
+
+
+def _split_script_prefix(path: str) -> tuple[str, str]:
+    """The script prefix (``FORCE_SCRIPT_NAME``: a site under a prefix) and the path as the
+    URLconf sees it, without it."""
     script = (getattr(settings, "FORCE_SCRIPT_NAME", None) or "").rstrip("/")
     if script and (path == script or path.startswith(script + "/")):
-        return path[len(script) :] or "/"
-    return path
+        return script, path[len(script) :] or "/"
+    return "", path
 
 
 def _check_rate_limit_cache(parsed: HsqRefundsSettings) -> list[CheckMessage]:

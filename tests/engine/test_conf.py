@@ -14,6 +14,7 @@ from django.core.checks import run_checks
 from django.http import HttpResponse
 from django.test import override_settings
 from django.urls import include, path
+from django.utils import translation
 
 from hsq_refunds import conf
 from hsq_refunds.checks import (
@@ -26,6 +27,7 @@ from hsq_refunds.checks import (
     W006_NOTIFY_URL_NOT_HTTPS,
     W007_NOTIFY_URL_VIEW,
     W008_RATE_LIMIT_CACHE_LOCAL,
+    W009_NOTIFY_URL_SSL_REDIRECT,
 )
 from hsq_refunds.gateway import ConfigurationError, HsqClient, query_deadline
 
@@ -326,6 +328,41 @@ def test_checks_never_show_key_material(hsq_sandbox_credentials, merchant):
         assert secret not in text
 
 
+def test_every_wrong_password_of_an_encrypted_pem_is_an_e008(hsq_sandbox_credentials, merchant):
+    """A wrong password passes the CBC padding check about once in 256 tries and decrypts to
+    garbage: that is still the password's fault (E008), never an unreadable key (E009).
+
+    2,000 distinct wrong passwords make that case happen every run (all but 1 in ~2,500 runs).
+    """
+    creds = hsq_sandbox_credentials
+    with open(creds.private_key, "rb") as handle:
+        key, _cert, _ = pkcs12.load_key_and_certificates(
+            handle.read(), creds.private_key_password.encode()
+        )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret-pass"),
+    ).decode()
+    body_line = pem.splitlines()[3]
+    for attempt in range(2000):
+        wrong = f"wrong-pass-{attempt}"
+        found = messages(
+            {
+                "MERCHANTS": {
+                    "888000000001": {
+                        **merchant,
+                        "PRIVATE_KEY": pem,
+                        "PRIVATE_KEY_PASSWORD": wrong,
+                    }
+                }
+            }
+        )
+        assert ids(found) == ["hsq_refunds.E008"], (wrong, found)
+        assert "wrong password" in found[0].msg
+        assert wrong not in found[0].msg and body_line not in found[0].msg
+
+
 def test_a_lease_shorter_than_a_slow_query_is_a_warning(merchant):
     setting = {"MERCHANTS": {"1": merchant}, "ENVIRONMENT": "test"}
     assert messages({**setting, "CLAIM_LEASE": 240}) == []
@@ -553,8 +590,8 @@ urlpatterns = [
 ]
 
 
-def notify_messages(url: str, *, debug: bool = False, **django_settings) -> list:
-    with override_settings(ROOT_URLCONF=__name__, **django_settings):
+def notify_messages(url: str, *, debug: bool = False, urlconf=__name__, **django_settings) -> list:
+    with override_settings(ROOT_URLCONF=urlconf, **django_settings):
         return [m for m in messages({"NOTIFY_URL": url}, debug=debug) if m.id != W002_NO_MERCHANTS]
 
 
@@ -596,6 +633,112 @@ def test_a_notify_url_is_resolved_without_the_sites_script_prefix():
 def test_no_notify_url_no_notify_checks():
     with override_settings(ROOT_URLCONF=__name__):
         assert ids(messages({})) == [W002_NO_MERCHANTS]
+
+
+SECURITY = "django.middleware.security.SecurityMiddleware"
+
+
+def test_a_plain_http_notify_url_that_ssl_redirect_would_redirect_is_a_warning():
+    url = "http://shop.example.com/hsq/refund-notify/"
+    found = notify_messages(url, debug=True, SECURE_SSL_REDIRECT=True, MIDDLEWARE=[SECURITY])
+    (message,) = found
+    assert message.id == W009_NOTIFY_URL_SSL_REDIRECT  # DEBUG or not: it redirects either way
+    assert message.msg.startswith('HSQ_REFUNDS["NOTIFY_URL"]: ')
+    assert "SECURE_SSL_REDIRECT" in message.msg and "'/hsq/refund-notify/'" in message.msg
+    assert "'https://shop.example.com/hsq/refund-notify/'" in message.hint
+    assert "SECURE_REDIRECT_EXEMPT" in message.hint and "SECURE_PROXY_SSL_HEADER" in message.hint
+    assert ids(notify_messages(url, SECURE_SSL_REDIRECT=True, MIDDLEWARE=[SECURITY])) == [
+        W006_NOTIFY_URL_NOT_HTTPS,
+        W009_NOTIFY_URL_SSL_REDIRECT,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "django_settings"),
+    [
+        ("https://shop.example.com/hsq/refund-notify/", {}),
+        ("http://shop.example.com/hsq/refund-notify/", {"SECURE_SSL_REDIRECT": False}),
+        ("http://shop.example.com/hsq/refund-notify/", {"MIDDLEWARE": []}),
+        ("http://shop.example.com/hsq/refund-notify/", {"SECURE_REDIRECT_EXEMPT": [r"^hsq/"]}),
+        (
+            "http://shop.example.com/shop/hsq/refund-notify/",
+            {
+                "FORCE_SCRIPT_NAME": "/shop",
+                "SECURE_REDIRECT_EXEMPT": [r"^shop/hsq/refund-notify/$"],
+            },
+        ),
+    ],
+)
+def test_a_notify_url_ssl_redirect_leaves_alone_is_not(url, django_settings):
+    django_settings = {"SECURE_SSL_REDIRECT": True, "MIDDLEWARE": [SECURITY], **django_settings}
+    assert notify_messages(url, debug=True, **django_settings) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "path", "fixed", "django_settings"),
+    [
+        (
+            "https://shop.example.com/hsq/refund-notify",
+            "/hsq/refund-notify",
+            "https://shop.example.com/hsq/refund-notify/",
+            {},
+        ),
+        (
+            "https://shop.example.com/shop/hsq/refund-notify?from=hsq",
+            "/hsq/refund-notify",
+            "https://shop.example.com/shop/hsq/refund-notify/?from=hsq",
+            {"FORCE_SCRIPT_NAME": "/shop/"},
+        ),
+    ],
+)
+def test_a_notify_url_without_its_trailing_slash_is_a_warning_that_says_add_it(
+    url, path, fixed, django_settings
+):
+    (message,) = notify_messages(url, APPEND_SLASH=True, **django_settings)
+    assert message.id == W007_NOTIFY_URL_VIEW
+    assert f"its path {path!r} leads to no view, only '{path}/'" in message.msg
+    assert "APPEND_SLASH" in message.msg
+    assert message.hint == f'Add the trailing slash: set HSQ_REFUNDS["NOTIFY_URL"] to {fixed!r}.'
+
+
+@pytest.mark.parametrize(
+    ("url", "there", "fixed"),
+    [
+        (
+            "https://shop.example.com/hsq/refund-notify/",
+            "/en/hsq/refund-notify/",
+            "https://shop.example.com/en/hsq/refund-notify/",
+        ),
+        (
+            "https://shop.example.com/hsq/refund-notify",
+            "/en/hsq/refund-notify/",
+            "https://shop.example.com/en/hsq/refund-notify/",
+        ),
+    ],
+)
+def test_a_notify_url_only_under_a_language_prefix_is_a_warning_that_says_so(url, there, fixed):
+    (message,) = notify_messages(url, urlconf="tests.notify.urls_i18n_inside")
+    assert message.id == W007_NOTIFY_URL_VIEW
+    assert f"only {there!r} leads to 'hsq_refunds:refund_notify'" in message.msg
+    assert "language prefix" in message.msg and "LocaleMiddleware" in message.msg
+    assert "outside i18n_patterns()" in message.hint and repr(fixed) in message.hint
+
+
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+@pytest.mark.parametrize(
+    ("url", "urlconf"),
+    [
+        ("https://shop.example.com/en/hsq/refund-notify/", "tests.notify.urls_i18n_inside"),
+        ("https://shop.example.com/zh-hans/hsq/refund-notify/", "tests.notify.urls_i18n_inside"),
+        ("https://shop.example.com/hsq/refund-notify/", "tests.notify.urls_i18n"),
+    ],
+)
+def test_a_notify_url_with_its_language_prefix_or_outside_i18n_patterns_passes(
+    url, urlconf, language
+):
+    """Resolved in the language of its prefix, as LocaleMiddleware does, whatever is active."""
+    with translation.override(language):
+        assert notify_messages(url, urlconf=urlconf) == []
 
 
 # --------------------------------------------------------------------------- RATE_LIMIT_CACHE
