@@ -26,10 +26,11 @@ from django.contrib.admin.utils import quote, unquote
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -37,7 +38,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from . import conf, tasks
-from .apply import balance_of, send_again
+from .apply import balance_of, send_again, unknown_amounts_message
 from .dashboard import DashboardAdminMixin
 from .export import ExportAdminMixin
 from .gateway import ConfigurationError, HsqError, new_trans_no
@@ -95,6 +96,10 @@ def _offer_merchants(
     return None
 
 
+def _amount_editable(fields: Any) -> tuple[Any, ...]:
+    return tuple("amount" if name == "amount_display" else name for name in fields)
+
+
 def _printable(value: str, message: str) -> str:
     """``value``, or a form error with ``message`` when it holds control characters."""
     if has_forbidden_characters(value):
@@ -122,8 +127,17 @@ class RefundAddForm(forms.ModelForm):
         label=_("amount (yuan)"),
         required=False,
         min_value=Decimal("0.01"),
-        max_digits=14,
+        # The gateway's bound (MAX_AMOUNT_FEN), refused by the field before any arithmetic.
+        max_value=Decimal(MAX_AMOUNT_FEN).scaleb(-2),
+        max_digits=len(str(MAX_AMOUNT_FEN)),
         decimal_places=2,
+        error_messages={
+            "max_value": _("The amount is too large."),
+            "max_whole_digits": _("The amount is too large."),
+            "max_digits": _(
+                "The amount has too many digits: enter it in yuan, with at most two decimals."
+            ),
+        },
         help_text=_("Optional: the amount expected, e.g. 12.34. Taken from HSQ when empty."),
     )
 
@@ -135,6 +149,12 @@ class RefundAddForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.settings_error = _offer_merchants(self, first_when_several=True)
 
+    def clean_amount_yuan(self) -> Decimal | None:
+        amount: Decimal | None = self.cleaned_data.get("amount_yuan")
+        if amount is not None:
+            self._typed_fen(self, "amount_yuan")
+        return amount
+
     def clean(self) -> dict[str, Any]:
         _refuse_broken_settings(self.settings_error)
         return super().clean() or {}
@@ -143,6 +163,28 @@ class RefundAddForm(forms.ModelForm):
         """The amount typed, in fen (``None`` when left empty)."""
         amount = self.cleaned_data.get("amount_yuan")
         return None if amount is None else yuan_to_fen(amount)
+
+    @staticmethod
+    def _typed_fen(form: forms.BaseForm, name: str) -> int:
+        """The amount typed in ``form``'s field ``name`` (already a valid ``DecimalField``), in
+        fen; a form error on the field when :func:`~hsq_refunds.money.yuan_to_fen` refuses it.
+
+        Converted from the text as typed, not from the field's :class:`Decimal`: Django reads
+        full-width ``１２`` or ``1_000`` as numbers, and a person typing money should see it
+        read only as written. Shared with :class:`RefundApplyForm`.
+        """
+        typed = form[name].data
+        try:
+            return yuan_to_fen(typed if isinstance(typed, str) else form.cleaned_data[name])
+        except ValueError as exc:
+            code = getattr(exc, "code", "invalid")
+            problems = {
+                "digits": gettext("Enter the amount with the digits 0-9."),
+                "decimals": gettext("Enter the amount in yuan with at most two decimals."),
+                "too_large": gettext("The amount is too large."),
+            }
+            message = problems.get(code, form.fields[name].error_messages["invalid"])
+            raise forms.ValidationError(message, code=code) from None
 
 
 class RefundApplyForm(forms.Form):
@@ -154,6 +196,22 @@ class RefundApplyForm(forms.Form):
     twice cannot apply twice.
     """
 
+    # The amounts' bounds, refused by the fields before any arithmetic: two decimals, the
+    # gateway's largest amount (MAX_AMOUNT_FEN); above zero is checked by _yuan().
+    _yuan_bounds: dict[str, Any] = {
+        "max_value": Decimal(MAX_AMOUNT_FEN).scaleb(-2),
+        "max_digits": len(str(MAX_AMOUNT_FEN)),
+        "decimal_places": 2,
+        "error_messages": {
+            "max_value": _("The amount is too large."),
+            "max_whole_digits": _("The amount is too large."),
+            "max_digits": _(
+                "The amount has too many digits: enter it in yuan, with at most two decimals."
+            ),
+            "max_decimal_places": _("Enter the amount in yuan with at most two decimals."),
+        },
+    }
+
     merchant_no = forms.ChoiceField(label=_("merchant number"))
     orig_trans_no = forms.CharField(
         label=_("original order number"),
@@ -163,10 +221,12 @@ class RefundApplyForm(forms.Form):
     orig_amount_yuan = forms.DecimalField(
         label=_("paid amount (yuan)"),
         help_text=_("What the customer paid for that order, e.g. 50.00."),
+        **_yuan_bounds,
     )
     amount_yuan = forms.DecimalField(
         label=_("refund amount (yuan)"),
         help_text=_("What to refund now: all of the paid amount or a part of it, e.g. 12.34."),
+        **_yuan_bounds,
     )
     reason = forms.CharField(
         label=_("refund reason"),
@@ -223,18 +283,12 @@ class RefundApplyForm(forms.Form):
         return cleaned
 
     def _yuan(self, name: str) -> Decimal:
-        """An amount in yuan that is a whole number of fen, above zero, not absurdly large."""
+        """An amount in yuan that is a whole number of fen, above zero, not absurdly large: the
+        field's bounds, then :func:`~hsq_refunds.money.yuan_to_fen` on the text as typed."""
         amount: Decimal = self.cleaned_data[name]
         if amount <= 0:
             raise forms.ValidationError(gettext("Enter an amount above zero."), code="not_positive")
-        try:
-            fen = yuan_to_fen(amount)
-        except ValueError:
-            raise forms.ValidationError(
-                gettext("Enter the amount in yuan with at most two decimals."), code="decimals"
-            ) from None
-        if fen > MAX_AMOUNT_FEN:
-            raise forms.ValidationError(gettext("The amount is too large."), code="too_large")
+        RefundAddForm._typed_fen(self, name)
         return amount
 
     def orig_amount_fen(self) -> int:
@@ -473,7 +527,17 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
     # -- forms ---------------------------------------------------------------------------------
 
     def get_fieldsets(self, request: HttpRequest, obj: Refund | None = None) -> Any:
-        return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
+        if obj is None:
+            return self.add_fieldsets
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj.amount is None:
+            # Not known yet (tracked without one, HSQ has not reported it): a person may enter
+            # it, so that the order's balance can be known.
+            fieldsets = [
+                (title, {**options, "fields": _amount_editable(options["fields"])})
+                for title, options in fieldsets
+            ]
+        return fieldsets
 
     def get_form(
         self, request: HttpRequest, obj: Refund | None = None, change: bool = False, **kwargs: Any
@@ -483,20 +547,26 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
             kwargs["fields"] = None
         return super().get_form(request, obj, change=change, **kwargs)
 
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "amount":  # entered by hand when unknown: fen, within HSQ's bounds
+            kwargs.update(min_value=0, max_value=MAX_AMOUNT_FEN)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     def get_readonly_fields(
         self, request: HttpRequest, obj: Refund | None = None
     ) -> list[str] | tuple[str, ...]:
         if obj is None:
             return ()
         shown = [str(name) for _title, options in self.fieldsets for name in options["fields"]]
-        return [name for name in shown if name not in self.editable_fields]
+        editable = (*self.editable_fields, "amount") if obj.amount is None else self.editable_fields
+        return [name for name in shown if name not in editable]
 
     def get_inlines(self, request: HttpRequest, obj: Refund | None) -> Any:
         return self.inlines if obj is not None else ()
 
     def save_model(self, request: HttpRequest, obj: Refund, form: Any, change: bool) -> None:
         if change:
-            self._save_edits(obj)
+            self._save_edits(obj, form)
             return
         tracked = Refund.objects.track(
             form.cleaned_data["trans_no"],
@@ -509,8 +579,16 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
         logger.info("transNo=%s merchantNo=%s added in the admin", obj.trans_no, obj.merchant_no)
 
     @staticmethod
-    def _save_edits(refund: Refund) -> None:
-        """Write only what a person may edit, so a sync running meanwhile keeps what it wrote."""
+    def _save_edits(refund: Refund, form: Any) -> None:
+        """Write only what a person may edit, so a sync running meanwhile keeps what it wrote.
+
+        An amount entered for a refund that had none is written only if it still has none (HSQ
+        may have reported one meanwhile: HSQ's is kept)."""
+        amount = form.cleaned_data.get("amount") if "amount" in form.changed_data else None
+        if amount is not None:
+            Refund.objects.filter(pk=refund.pk, amount__isnull=True).update(
+                amount=amount, version=F("version") + 1, updated_at=timezone.now()
+            )
         fields = ["needs_attention", "updated_at"]
         if not refund.needs_attention:
             refund.attention_reason = ""
@@ -783,6 +861,8 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
                     "given": format_fen(paid_given),
                 },
             )
+        elif balance.unknown:
+            form.add_error("amount_yuan", unknown_amounts_message(orig_trans_no, balance.unknown))
         elif balance.taken + amount > paid:
             form.add_error(
                 "amount_yuan",
@@ -940,6 +1020,15 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
                 )
             level = messages.WARNING if refund.status == Refund.Status.FAIL else messages.SUCCESS
             text %= words
+        elif refund.application == Application.QUEUED:
+            text = (
+                gettext(
+                    "Refund %(trans_no)s is written; its application is sent to HSQ when the "
+                    "transaction commits."
+                )
+                % words
+            )
+            level = messages.INFO
         elif refund.application == Application.REFUSED:
             text = (
                 gettext(
@@ -1009,7 +1098,9 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
             )
             return back
         try:
-            refund = send_again(refund)
+            # The count the person confirmed: of several confirmations of one page, the
+            # first to count the send sends; the others are told it was sent already.
+            refund = send_again(refund, confirmed_attempts=refund.apply_attempts)
         except ValueError as exc:
             self.message_user(request, str(exc), messages.ERROR)
         except HsqError as exc:

@@ -4,45 +4,50 @@
 
 1. **Validate** every argument before anything is written or sent (a ``ValueError`` naming it).
 2. **Guard the order's total.** In one transaction, the original order's
-   :class:`~hsq_refunds.models.PaidOrder` row is locked (written first, so that on PostgreSQL and
-   SQLite alike a second application for the same order waits for the first to commit); the
-   refunds of the order that are not ``FAIL``, plus the new amount, may not exceed what was paid
-   (:class:`~hsq_refunds.exceptions.RefundRefused`), and the paid amount must be the one given
+   :class:`~hsq_refunds.models.PaidOrder` row is locked (created with ``INSERT ... ON CONFLICT
+   DO NOTHING`` at the order's first application, then locked, so that on PostgreSQL and
+   SQLite alike a second application for the same order waits for the first to commit). What
+   the order's refunds that are not ``FAIL`` take (each the larger of the amount asked and the
+   amount HSQ reported), plus the new amount, may not exceed what was paid, and a refund of
+   the order whose amount is not known yet blocks a new one
+   (:class:`~hsq_refunds.exceptions.RefundRefused`); the paid amount must be the one given
    before for that order.
-3. **Write first.** The refund row is committed with ``application="sending"`` before anything
-   is sent, so a process that dies at any later point leaves a row, and the row is the order's
-   claim on the money: the next application for the order counts it.
-4. **Send once.** The request is sent once (the client never repeats an application, see
-   :meth:`~hsq_refunds.gateway.HsqClient.apply_refund`), and the answer goes through the same
-   rules and the same conditional write as a query's. A timeout or any answer that cannot be
-   verified leaves the outcome unknown: the refund is queried by transNo like any tracked refund
-   and is never sent again by the app. If HSQ still does not know it after ``NOT_FOUND_GRACE``,
-   the refund is flagged (``not_received``) and a person may send the same application again
-   (:func:`send_again`).
+3. **Write first.** The refund row is written ``queued`` (``application="queued"``, nothing
+   sent) and is the order's claim on the money: the next application for the order counts it.
+4. **Send once, after commit.** Outside a transaction the row is committed at once and sent
+   at once. Inside a caller's transaction (``atomic()``, ``ATOMIC_REQUESTS``) it is written in
+   that transaction and sent only when it commits (``transaction.on_commit``): a rollback
+   leaves nothing written and nothing sent. Before the request goes out, one conditional
+   ``UPDATE`` moves the row from ``queued`` to ``sending`` and counts the send; only the
+   writer whose ``UPDATE`` changed the row sends. A process that dies before that ``UPDATE``
+   leaves a ``queued`` row, provably unsent, which the next sync run sends (once); one that
+   dies after it leaves a ``sending`` row, which may have reached HSQ and is never sent again
+   by the app: it is queried by transNo, and flagged ``not_received`` if HSQ still does not
+   know it after ``NOT_FOUND_GRACE``, for a person to send again (:func:`send_again`).
+5. **Record the answer** through the same rules (:func:`~hsq_refunds.rules.decide_application`)
+   and the same locked write as a query's or a notification's. A timeout or any answer that
+   cannot be verified leaves the outcome unknown (``unknown``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TypeVar
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 
 from .conf import HsqRefundsSettings, get_client, get_settings
 from .exceptions import RefundRefused
 from .gateway import (
-    GatewayError,
     HsqClient,
     HsqError,
     InvalidRequestError,
     RefundApplyResult,
-    RefundQueryResult,
-    RefundStatus,
     check_trans_no,
     new_trans_no,
 )
@@ -56,7 +61,7 @@ from .gateway.validation import (
 from .models import Application, PaidOrder, Refund, Source, record_answer
 from .models import _resolve_merchant as resolve_merchant
 from .money import format_fen
-from .rules import Decision, Status, decide
+from .rules import Status, decide_application
 from .signals import refund_applied
 
 __all__ = ["OrderBalance", "apply_refund", "balance_of", "send_again"]
@@ -67,31 +72,72 @@ logger = logging.getLogger("hsq_refunds.apply")
 class OrderBalance:
     """What one original order was paid, and what its refunds already take of it."""
 
-    def __init__(self, paid: int | None, taken: int) -> None:
+    def __init__(self, paid: int | None, taken: int, unknown: tuple[str, ...] = ()) -> None:
         self.paid = paid  # None: the app has not applied against this order yet
         self.taken = taken  # refunds not FAIL: refunded, or in flight
+        #: transNos of the order's refunds (not FAIL) whose amount is not known yet: until each
+        #: is refreshed or given its amount, no new refund of the order can be applied for.
+        self.unknown = unknown
 
     @property
     def left(self) -> int | None:
-        return None if self.paid is None else self.paid - self.taken
+        """What can still be refunded; ``None`` while the paid amount or a refund's amount
+        is not known."""
+        if self.paid is None or self.unknown:
+            return None
+        return self.paid - self.taken
 
     def __repr__(self) -> str:
-        return f"OrderBalance(paid={self.paid!r}, taken={self.taken!r})"
+        return f"OrderBalance(paid={self.paid!r}, taken={self.taken!r}, unknown={self.unknown!r})"
 
 
 def balance_of(merchant_no: str, orig_trans_no: str) -> OrderBalance:
-    """The paid amount the app knows for this order, and its refunds that are not ``FAIL``."""
+    """The paid amount the app knows for this order, and what its refunds that are not
+    ``FAIL`` take of it (see :func:`apply_refund`)."""
     order = PaidOrder.objects.filter(merchant_no=merchant_no, orig_trans_no=orig_trans_no).first()
-    return OrderBalance(order.amount if order else None, _taken(merchant_no, orig_trans_no))
+    return OrderBalance(
+        order.amount if order else None,
+        _taken(merchant_no, orig_trans_no),
+        _unknown_amounts(merchant_no, orig_trans_no),
+    )
+
+
+def _order_refunds(merchant_no: str, orig_trans_no: str) -> QuerySet[Refund]:
+    return Refund.objects.filter(merchant_no=merchant_no, orig_trans_no=orig_trans_no).exclude(
+        status=Status.FAIL
+    )
 
 
 def _taken(merchant_no: str, orig_trans_no: str) -> int:
-    total = (
-        Refund.objects.filter(merchant_no=merchant_no, orig_trans_no=orig_trans_no)
-        .exclude(status=Status.FAIL)
-        .aggregate(total=Sum("amount"))["total"]
+    """Fen taken of the order: per refund that is not ``FAIL``, the larger of the amount asked
+    and the amount HSQ reported (a refund HSQ paid more than asked takes what HSQ paid)."""
+    total = 0
+    for amount, reported in _order_refunds(merchant_no, orig_trans_no).values_list(
+        "amount", "reported_amount"
+    ):
+        total += max(amount or 0, reported or 0)
+    return total
+
+
+def _unknown_amounts(merchant_no: str, orig_trans_no: str) -> tuple[str, ...]:
+    rows = _order_refunds(merchant_no, orig_trans_no).filter(
+        amount__isnull=True, reported_amount__isnull=True
     )
-    return int(total or 0)
+    return tuple(rows.order_by("applied_at", "pk").values_list("trans_no", flat=True)[:10])
+
+
+def unknown_amounts_message(orig_trans_no: str, trans_nos: tuple[str, ...]) -> str:
+    """Why a refund of the order cannot be applied for while these refunds' amounts are not
+    known, and what to do (shown by :func:`apply_refund` and the admin alike)."""
+    return ngettext(
+        "Refund %(trans_nos)s of order %(order)s has no known amount yet, so what is left of "
+        "the order cannot be known. Refresh it (HSQ reports its amount), or enter its amount "
+        "on its page; then apply again.",
+        "Refunds %(trans_nos)s of order %(order)s have no known amount yet, so what is left of "
+        "the order cannot be known. Refresh them (HSQ reports their amounts), or enter their "
+        "amounts on their pages; then apply again.",
+        len(trans_nos),
+    ) % {"trans_nos": ", ".join(trans_nos), "order": orig_trans_no}
 
 
 def apply_refund(
@@ -110,15 +156,21 @@ def apply_refund(
     ``orig_amount`` is what the customer paid for that order (fen), ``amount`` what to refund
     now (partial refunds are fine); ``trans_no`` the refund's own order number (generated when
     ``None``: ``TRANS_NO_PREFIX``, Beijing time, random digits); ``merchant_no`` defaults to the
-    only configured merchant; ``refund_type`` to ``REFUND_TYPE``. Returns the refund as recorded
+    only configured merchant; ``refund_type`` to ``REFUND_TYPE``.
+
+    Outside a transaction the application is sent at once and the refund returned as recorded
     after HSQ's answer: ``application`` says whether HSQ answered (``accepted``), refused
     (``refused``, ``status`` ``FAIL`` with HSQ's code and message) or could not be heard
-    (``unknown``: it is queried like any refund).
+    (``unknown``: it is queried like any refund). Inside a caller's transaction (``atomic()``,
+    ``ATOMIC_REQUESTS``) the refund is written in that transaction and returned ``queued``
+    (nothing sent yet); it is sent once the transaction commits, and nothing is sent if it
+    rolls back. HSQ's answer is then recorded on the row (``refresh_from_db()`` shows it).
 
     Raises ``ValueError`` naming the argument for bad input, and
     :class:`~hsq_refunds.exceptions.RefundRefused` when the order's refunds would exceed what was
-    paid or ``orig_amount`` disagrees with the amount given before; in both cases nothing is
-    written or sent. ``refund_applied`` is sent once the answer is recorded.
+    paid, a refund of the order has no known amount yet, or ``orig_amount`` disagrees with the
+    amount given before; in each case nothing is written or sent. ``refund_applied`` is sent
+    once the answer is recorded.
     """
     policy = get_settings()
     merchant_no = resolve_merchant(merchant_no)
@@ -133,10 +185,9 @@ def apply_refund(
     extend = _checked(_text(EXTEND_MAX_LENGTH), extend, "extend")
     refund_type = policy.REFUND_TYPE if refund_type is None else refund_type
     refund_type = _checked(check_refund_type, refund_type, "refund_type")
-    client = get_client(merchant_no)  # a configuration error raises before anything is written
+    get_client(merchant_no)  # a configuration error raises before anything is written
 
     refund = _write_first(
-        policy,
         merchant_no=merchant_no,
         trans_no=trans_no,
         orig_trans_no=orig_trans_no,
@@ -144,29 +195,115 @@ def apply_refund(
         amount=amount,
         reason=reason,
         extend=extend,
+        refund_type=refund_type,
     )
-    return _send(client, refund, policy, refund_type=refund_type, first=True)
+    if in_caller_transaction():
+        pk = refund.pk
+        transaction.on_commit(lambda: _send_committed(pk), robust=True)
+        logger.info("transNo=%s written; sent when the caller's transaction commits", trans_no)
+        return refund
+    sent = _send_committed(refund.pk)
+    return sent if sent is not None else Refund.objects.get(pk=refund.pk)
 
 
-def send_again(refund: Refund, *, refund_type: int | None = None) -> Refund:
+def send_again(
+    refund: Refund, *, refund_type: int | None = None, confirmed_attempts: int | None = None
+) -> Refund:
     """Send the same application again (same transNo), as a person decides to from the admin.
 
     Only for a refund the app applied for whose arrival HSQ never confirmed (``sending`` or
-    ``unknown``, not final). A refusal of this second application is recorded but does not make
-    the refund ``FAIL``: the first one may have arrived after all (HSQ's answer to a repeated
-    transNo is not public), so its queries decide.
+    ``unknown``, not final). ``confirmed_attempts`` is the number of applications sent that the
+    person saw when confirming (default: ``refund.apply_attempts`` as given): it is sent only if
+    that is still the count, in one conditional ``UPDATE``, so that of several confirmations
+    of one page exactly one sends; the others get a ``ValueError`` saying it was sent already.
+    A refusal of this second application is recorded but does not make the refund ``FAIL``:
+    the first one may have arrived after all (HSQ's answer to a repeated transNo is not
+    public), so its queries decide.
+
+    Sends at once, so it refuses to run inside a transaction
+    (``TransactionManagementError``): a rollback would undo the count of a send that happened.
     """
+    refuse_caller_transaction("send_again()")
     policy = get_settings()
-    refund = Refund.objects.get(pk=refund.pk)
-    if refund.application not in (Application.SENDING, Application.UNKNOWN) or refund.is_final:
+    expected = refund.apply_attempts if confirmed_attempts is None else confirmed_attempts
+    client = get_client(refund.merchant_no)
+    refund_type = policy.REFUND_TYPE if refund_type is None else refund_type
+    refund_type = _checked(check_refund_type, refund_type, "refund_type")
+    _before_count(refund)
+    now = timezone.now()
+    counted = (
+        Refund.objects.filter(
+            pk=refund.pk,
+            apply_attempts=expected,
+            application__in=(Application.SENDING, Application.UNKNOWN),
+        )
+        .exclude(status__in=(Status.SUCCESS, Status.FAIL))
+        .update(
+            apply_attempts=F("apply_attempts") + 1,
+            version=F("version") + 1,
+            updated_at=now,
+        )
+    )
+    if not counted:
+        current = Refund.objects.filter(pk=refund.pk).first()
+        if current is not None and current.apply_attempts != expected:
+            raise ValueError(
+                gettext("The application of refund %(trans_no)s was just sent by someone else.")
+                % {"trans_no": refund.trans_no}
+            )
         raise ValueError(
             gettext("Refund %(trans_no)s is not waiting for its application to be confirmed.")
             % {"trans_no": refund.trans_no}
         )
-    client = get_client(refund.merchant_no)
-    refund_type = policy.REFUND_TYPE if refund_type is None else refund_type
-    logger.warning("transNo=%s: application sent again by a person", refund.trans_no)
-    return _send(client, refund, policy, refund_type=refund_type, first=False)
+    current = Refund.objects.get(pk=refund.pk)
+    logger.warning("transNo=%s: application sent again by a person", current.trans_no)
+    return _send(client, current, policy, refund_type=refund_type, first=False)
+
+
+def send_queued(refunds: Q | None = None, *, limit: int | None = None) -> int:
+    """Send the applications left ``queued`` (written, never sent: their process died between
+    the caller's commit and the send), each once; returns how many this call sent.
+
+    The sync run calls it first (``manage.py sync_refunds``, the admin, the django-q2 tasks).
+    Sends at once, so it refuses to run inside a transaction (``TransactionManagementError``):
+    the count of a send must be committed before the request goes out.
+    """
+    refuse_caller_transaction("send_queued()")
+    rows = Refund.objects.filter(application=Application.QUEUED)
+    if refunds is not None:
+        rows = rows.filter(refunds)
+    ids = list(rows.order_by("id").values_list("id", flat=True)[:limit])
+    sent = 0
+    for pk in ids:
+        try:
+            if _send_queued(pk) is not None:
+                sent += 1
+        except HsqError as exc:  # the merchant is no longer configured: left queued, said so
+            logger.error("queued application %s not sent: %s", pk, exc.kind)
+    if sent:
+        logger.warning("sent %d queued applications left by an earlier process", sent)
+    return sent
+
+
+def in_caller_transaction() -> bool:
+    """Whether the default database is inside a transaction of the caller's (``atomic()``,
+    ``ATOMIC_REQUESTS``; a test case's own transaction does not count)."""
+    connection = transaction.get_connection()
+    return connection.in_atomic_block and any(
+        not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks
+    )
+
+
+def refuse_caller_transaction(what: str) -> None:
+    """Raise ``TransactionManagementError`` inside a caller's transaction, naming ``what`` and
+    the fix: for the entry points that send to HSQ at once or must commit as they go."""
+    if in_caller_transaction():
+        raise transaction.TransactionManagementError(
+            f"{what} cannot run inside a transaction (atomic() or ATOMIC_REQUESTS): what it "
+            "sends to HSQ must be counted in a committed row first, or a rollback would undo "
+            "the count of a request already sent. Call it outside the transaction, or mark "
+            "the view @transaction.non_atomic_requests."
+        )
 
 
 # --------------------------------------------------------------------------- the steps
@@ -188,7 +325,6 @@ def _text(max_length: int) -> Callable[[object, str], str]:
 
 
 def _write_first(
-    policy: HsqRefundsSettings,
     *,
     merchant_no: str,
     trans_no: str,
@@ -197,11 +333,12 @@ def _write_first(
     amount: int,
     reason: str,
     extend: str,
+    refund_type: int,
 ) -> Refund:
-    """Commit the refund row under the order's lock, or refuse; nothing is sent here."""
+    """Write the refund row ``queued`` under the order's lock, or refuse; nothing is sent here.
+
+    In its own transaction, or a savepoint of the caller's."""
     now = timezone.now()
-    notify = bool(policy.NOTIFY_URL)
-    delay = policy.NOTIFY_FIRST_QUERY_DELAY if notify else policy.FIRST_QUERY_DELAY
     try:
         with transaction.atomic():
             order = _lock_order(merchant_no, orig_trans_no, orig_amount)
@@ -218,6 +355,15 @@ def _write_first(
                     },
                     merchant_no,
                     orig_trans_no,
+                )
+            unknown = _unknown_amounts(merchant_no, orig_trans_no)
+            if unknown:
+                _refuse(
+                    unknown_amounts_message(orig_trans_no, unknown),
+                    merchant_no,
+                    orig_trans_no,
+                    paid=order.amount,
+                    asked=amount,
                 )
             taken = _taken(merchant_no, orig_trans_no)
             if taken + amount > order.amount:
@@ -246,9 +392,10 @@ def _write_first(
                 amount=amount,
                 reason=reason,
                 extend=extend,
-                application=Application.SENDING,
+                refund_type=refund_type,
+                application=Application.QUEUED,
                 applied_at=now,
-                next_query_at=now + timedelta(seconds=delay),
+                next_query_at=None,  # not asked about before it is sent
             )
     except IntegrityError:
         if Refund.objects.filter(merchant_no=merchant_no, trans_no=trans_no).exists():
@@ -262,22 +409,26 @@ def _write_first(
 def _lock_order(merchant_no: str, orig_trans_no: str, orig_amount: int) -> PaidOrder:
     """The order's row, created at the first application, locked until the transaction ends.
 
-    An ``UPDATE`` takes the lock (a row lock on PostgreSQL, the write lock on SQLite) before the
-    order's refunds are added up, so two applications for one order are decided one after
-    the other.
+    Created with ``INSERT ... ON CONFLICT DO NOTHING`` (so that two first applications racing
+    make no unique-constraint error, not even in PostgreSQL's log), then locked by an
+    ``UPDATE`` (a row lock on PostgreSQL, the write lock on SQLite) before the order's refunds
+    are added up, so that two applications for one order are decided one after the other.
     """
+    now = timezone.now()
     orders = PaidOrder.objects.filter(merchant_no=merchant_no, orig_trans_no=orig_trans_no)
-    if not orders.update(locked_at=timezone.now()):
-        try:
-            with transaction.atomic():
-                PaidOrder.objects.create(
+    if not orders.update(locked_at=now):
+        PaidOrder.objects.bulk_create(
+            [
+                PaidOrder(
                     merchant_no=merchant_no,
                     orig_trans_no=orig_trans_no,
                     amount=orig_amount,
-                    locked_at=timezone.now(),
+                    locked_at=now,
                 )
-        except IntegrityError:  # created by a concurrent application: wait for its lock
-            orders.update(locked_at=timezone.now())
+            ],
+            ignore_conflicts=True,
+        )
+        orders.update(locked_at=now)  # ours, or a concurrent application's: wait for its lock
     return orders.select_for_update().get()
 
 
@@ -301,29 +452,59 @@ def _refuse(
     raise RefundRefused(message, orig_trans_no=orig_trans_no, paid=paid, taken=taken, asked=asked)
 
 
+def _committed(pk: int) -> None:
+    """Runs once the queued row is committed, before it is counted as sent (a test seam)."""
+
+
+def _before_count(refund: Refund) -> None:
+    """Runs before the conditional ``UPDATE`` that counts a send again (a test seam)."""
+
+
 def _before_send(refund: Refund) -> None:
-    """Runs after the row is committed and before the request goes out (a test seam)."""
+    """Runs once the send is counted (``sending``) and before the request goes out (a test
+    seam)."""
 
 
 def _after_send(refund: Refund) -> None:
     """Runs after HSQ answered and before the answer is written (a test seam)."""
 
 
+def _send_committed(pk: int) -> Refund | None:
+    """What :func:`apply_refund` does once its row is committed (at once, or on the caller's
+    commit): send it."""
+    _committed(pk)
+    return _send_queued(pk)
+
+
+def _send_queued(pk: int) -> Refund | None:
+    """Count the first send of a ``queued`` application and send it; ``None`` if another
+    writer counted it first (a sync run, the commit hook of the same application)."""
+    policy = get_settings()
+    now = timezone.now()
+    delay = policy.NOTIFY_FIRST_QUERY_DELAY if policy.NOTIFY_URL else policy.FIRST_QUERY_DELAY
+    # The one conditional UPDATE that decides who sends: queued -> sending, counted.
+    counted = Refund.objects.filter(pk=pk, application=Application.QUEUED, apply_attempts=0).update(
+        application=Application.SENDING,
+        apply_attempts=1,
+        applied_at=now,
+        next_query_at=now + timedelta(seconds=delay),
+        updated_at=now,
+        version=F("version") + 1,
+    )
+    if not counted:
+        logger.info("queued application %s was sent by another writer", pk)
+        return None
+    refund = Refund.objects.get(pk=pk)
+    client = get_client(refund.merchant_no)
+    refund_type = policy.REFUND_TYPE if refund.refund_type is None else refund.refund_type
+    return _send(client, refund, policy, refund_type=refund_type, first=True)
+
+
 def _send(
     client: HsqClient, refund: Refund, policy: HsqRefundsSettings, *, refund_type: int, first: bool
 ) -> Refund:
+    """Send an application whose send was counted, and record HSQ's answer."""
     _before_send(refund)
-    # Counting the send is its guard: of two requests that read the same count (two clicks on
-    # "send again"), only one gets to send.
-    counted = Refund.objects.filter(pk=refund.pk, apply_attempts=refund.apply_attempts).update(
-        apply_attempts=F("apply_attempts") + 1
-    )
-    if not counted:
-        raise ValueError(
-            gettext("The application of refund %(trans_no)s was just sent by someone else.")
-            % {"trans_no": refund.trans_no}
-        )
-    refund.apply_attempts += 1
     sent_at = timezone.now()
     try:
         reply: RefundApplyResult | BaseException = client.apply_refund(
@@ -339,99 +520,27 @@ def _send(
     except HsqError as exc:
         reply = exc
     _after_send(refund)
-    refund, _decision = record_answer(
+    recorded, decision = record_answer(
         refund,
-        lambda current: _decide(current, reply, policy, first=first),
+        lambda current: decide_application(
+            current, reply, now=timezone.now(), policy=policy, first=first
+        ),
         source=Source.APPLICATION,
         at=sent_at,
     )
-    _log(refund, reply)
-    transaction.on_commit(lambda: refund_applied.send_robust(sender=Refund, refund=refund))
-    return refund
+    _log(recorded, reply, decision.outcome if decision else "")
+    transaction.on_commit(lambda: refund_applied.send_robust(sender=Refund, refund=recorded))
+    return recorded
 
 
-def _decide(
-    refund: Refund,
-    reply: RefundApplyResult | BaseException,
-    policy: HsqRefundsSettings,
-    *,
-    first: bool,
-) -> Decision:
-    """The application's answer through the query's rules, and what it says of the application."""
-    now = timezone.now()
-    if isinstance(reply, RefundApplyResult):
-        decision = decide(refund, _as_query_result(refund, reply), now=now, policy=policy)
-        application = Application.ACCEPTED
-    elif isinstance(reply, GatewayError) and reply.signed and first:
-        return _refused(refund, reply, now)
-    else:
-        # Unknown outcome: the refund is asked about by transNo, the application never resent.
-        decision = decide(refund, reply, now=now, policy=policy)
-        application = Application.UNKNOWN
-    _not_sooner(decision, refund)
-    if refund.application in (Application.SENDING, Application.UNKNOWN):
-        decision.changes.setdefault("application", application)
-    decision.changes.pop("last_queried_at", None)
-    decision.changes.pop("query_count", None)
-    return decision
-
-
-def _not_sooner(decision: Decision, refund: Refund) -> None:
-    """The first query waits ``FIRST_QUERY_DELAY`` (``NOTIFY_FIRST_QUERY_DELAY`` with a
-    ``returnUrl``) whatever the application's answer says, so that a notification can come
-    first; a final answer still ends the queries."""
-    scheduled = decision.changes.get("next_query_at")
-    if scheduled is not None and refund.next_query_at is not None:
-        decision.changes["next_query_at"] = max(scheduled, refund.next_query_at)
-
-
-def _refused(refund: Refund, error: GatewayError, now: datetime) -> Decision:
-    """A signed refusal of the first application: the refund failed, with HSQ's words."""
-    changes = {
-        "updated_at": now,
-        "status": Status.FAIL,
-        "application": Application.REFUSED,
-        "resp_code": error.code,
-        "resp_msg": error.error_msg,
-        "finished_at": now,
-        "next_query_at": None,
-    }
-    return Decision(
-        outcome="gateway_error",
-        old_status=refund.status,
-        new_status=Status.FAIL,
-        changes=changes,
-        log={
-            "outcome": "gateway_error",
-            "error_type": error.kind,
-            "error_code": error.code,
-            "error_message": error.error_msg,
-        },
-        queried=False,
-    )
-
-
-def _as_query_result(refund: Refund, result: RefundApplyResult) -> RefundQueryResult:
-    """The application's verified result in the shape of a query's (it has no origTransNo nor
-    extend: the refund's own are kept)."""
-    return RefundQueryResult(
-        merchant_no=result.merchant_no,
-        trans_no=result.trans_no,
-        status=RefundStatus(result.status) if result.status else None,
-        resp_code=result.resp_code,
-        resp_msg=result.resp_msg,
-        orig_trans_no=refund.orig_trans_no,
-        trade_no=result.trade_no,
-        amount=result.amount,
-        finished_at=result.finished_at,
-        extend=refund.extend,
-        raw_result=result.raw_result,
-        sign=result.sign,
-    )
-
-
-def _log(refund: Refund, reply: RefundApplyResult | BaseException) -> None:
-    if isinstance(reply, RefundApplyResult):
+def _log(refund: Refund, reply: RefundApplyResult | BaseException, outcome: str) -> None:
+    if outcome == "superseded":
+        logger.info(
+            "transNo=%s: the application's answer came after a newer one (%s); recorded only",
+            refund.trans_no,
+            refund.status,
+        )
+    elif isinstance(reply, RefundApplyResult):
         logger.info(
             "transNo=%s applied: status=%s respCode=%s",
             refund.trans_no,

@@ -39,7 +39,15 @@ from .conf import default_merchant_no, get_settings, merchant_numbers
 from .gateway import InvalidRequestError, check_trans_no
 from .gateway.validation import REFUND_REASON_MAX_LENGTH
 from .money import fen_to_yuan
-from .rules import FINAL_STATUSES, Application, AttentionReason, Decision, Outcome, Status
+from .rules import (
+    FINAL_STATUSES,
+    Application,
+    AttentionReason,
+    Decision,
+    Outcome,
+    Source,
+    Status,
+)
 from .signals import send_refund_signals
 
 __all__ = [
@@ -359,6 +367,13 @@ class Refund(models.Model):
         default=Application.NONE,
         help_text=_("Where the app's own application stands; empty when applied elsewhere."),
     )
+    refund_type = models.PositiveSmallIntegerField(
+        _("refund type"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("The refundType the application is sent with (REFUND_TYPE when empty)."),
+    )
     apply_attempts = models.PositiveSmallIntegerField(
         _("applications sent"),
         default=0,
@@ -491,6 +506,13 @@ class Refund(models.Model):
             models.Index(
                 fields=["status", "applied_at", "amount"], name="hsq_refund_status_applied_idx"
             ),
+            # Applications written in a caller's transaction and not sent yet: the few rows
+            # every sync run looks for first.
+            models.Index(
+                fields=["id"],
+                condition=Q(application="queued"),
+                name="hsq_refund_queued_idx",
+            ),
             # Claims still held: a few rows at any time, however large the table.
             models.Index(
                 fields=["claimed_until"],
@@ -544,14 +566,6 @@ class PaidOrder(models.Model):
 
     def __str__(self) -> str:
         return self.orig_trans_no
-
-
-class Source(models.TextChoices):
-    """How an answer about a refund reached the app."""
-
-    QUERY = "query", _("Query")
-    APPLICATION = "application", _("Application")
-    NOTIFICATION = "notification", _("Notification")
 
 
 class RefundQueryQuerySet(models.QuerySet["RefundQuery"]):
@@ -989,28 +1003,43 @@ def _audit_values(item: AnsweredRefund, outcome: str | None = None) -> dict[str,
 
 def record_answer(
     refund: Refund,
-    decide: Callable[[Refund], Decision],
+    decide: Callable[[Refund], Decision | None],
     *,
     source: str,
     at: datetime | None = None,
-    attempts: int = 5,
-) -> tuple[Refund, Decision]:
-    """Decide on one answer about ``refund`` and write it onto the state it was decided from.
+) -> tuple[Refund, Decision | None]:
+    """Decide on one answer about ``refund`` and write it, one writer of the refund at a time.
 
     For the answers that come to the app rather than from its own sync (an application's,
-    a notification): when another writer changed the refund since it was read (the poller,
-    a second delivery), it is read again and the answer decided afresh, so that a final
-    state is never lost nor a stale one written. Returns the refund as written and the
-    decision.
+    a notification, a person's action): the refund is read again under a row lock
+    (``SELECT ... FOR UPDATE``; on SQLite, whose locks are per database, the write lock taken
+    by a first ``UPDATE``), ``decide`` is called with it, and its decision written in the same
+    transaction. Concurrent writers of one refund are thus decided one after the other, each
+    on the state the previous one left, never retried into an error. ``decide`` may return
+    ``None``: nothing to write (a replay of an answer already recorded). Returns the refund as
+    written and the decision.
     """
-    for _attempt in range(attempts):
-        decision = decide(refund)
-        if write_answers([AnsweredRefund(refund, decision, source=source, at=at)]):
-            return refund, decision
-        refund = Refund.objects.get(pk=refund.pk)
-    raise RuntimeError(
-        f"transNo={refund.trans_no}: changed by other writers {attempts} times in a row"
-    )
+    using = router.db_for_write(Refund)
+    with transaction.atomic(using=using):
+        current = locked_refund(refund.pk, using=using)
+        decision = decide(current)
+        if decision is None:
+            return current, None
+        if not write_answers([AnsweredRefund(current, decision, source=source, at=at)]):
+            raise RuntimeError(f"transNo={current.trans_no}: not written under its row lock")
+    return current, decision
+
+
+def locked_refund(pk: int, *, using: str | None = None) -> Refund:
+    """The refund ``pk``, read under a lock held until the transaction ends (call it inside
+    ``transaction.atomic()``): a row lock where the database has them, else (SQLite) the
+    database's write lock, taken by an ``UPDATE`` that changes nothing."""
+    using = using or router.db_for_write(Refund)
+    rows = Refund.objects.using(using).filter(pk=pk)
+    if connections[using].features.has_select_for_update:
+        return rows.select_for_update().get()
+    rows.update(version=models.F("version"))
+    return rows.get()
 
 
 # --------------------------------------------------------------------------- sync runs

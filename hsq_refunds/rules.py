@@ -58,7 +58,9 @@ from .gateway import (
     GatewayError,
     HsqError,
     InvalidRequestError,
+    RefundApplyResult,
     RefundQueryResult,
+    RefundStatus,
     RespCode,
     ResponseError,
     SignatureError,
@@ -76,9 +78,11 @@ __all__ = [
     "ErrorInfo",
     "Outcome",
     "RefundState",
+    "Source",
     "Status",
     "classify",
     "decide",
+    "decide_application",
     "decide_failure",
     "error_backoff",
     "next_query_time",
@@ -122,13 +126,27 @@ class AttentionReason(models.TextChoices):
 
 
 class Application(models.TextChoices):
-    """Where the app's own application for a refund stands (empty: applied elsewhere)."""
+    """Where the app's own application for a refund stands (empty: applied elsewhere).
+
+    ``queued``: written in a caller's transaction and provably not sent yet; it is sent once
+    that transaction commits, or by the next sync run if the process died first. ``sending``:
+    counted as sent (it may have reached HSQ), its answer not written yet.
+    """
 
     NONE = "", _("Not applied through this app")
+    QUEUED = "queued", _("Written, not sent yet")
     SENDING = "sending", _("Written, being sent")
     ACCEPTED = "accepted", _("Answered by HSQ")
     REFUSED = "refused", _("Refused by HSQ")
     UNKNOWN = "unknown", _("Sent, answer not known")
+
+
+class Source(models.TextChoices):
+    """How an answer about a refund reached the app."""
+
+    QUERY = "query", _("Query")
+    APPLICATION = "application", _("Application")
+    NOTIFICATION = "notification", _("Notification")
 
 
 class Outcome(models.TextChoices):
@@ -198,6 +216,7 @@ class RefundState(Protocol):
     attention_reason: str
     application: str
     next_query_at: datetime | None
+    extend: str
 
 
 @dataclass(frozen=True)
@@ -303,30 +322,140 @@ def decide(
     *,
     now: datetime,
     policy: HsqRefundsSettings,
-    pushed: bool = False,
+    source: str = Source.QUERY,
 ) -> Decision:
-    """Apply the rules to one query outcome; see the module docstring.
+    """Apply the rules to one answer about ``refund`` as it is recorded; see the module
+    docstring.
 
-    ``pushed``: the answer is HSQ's notification, not an answer to a query. Notifications may
-    arrive late and out of order, so one older than a final status is only recorded (a query
-    answering so would contradict HSQ's own final answer, and is flagged); and it is not a query.
+    ``source`` says how the answer came, which orders it against what is recorded:
+
+    - ``query``: HSQ's answer now. One that disagrees with a final status contradicts it.
+    - ``notification``: HSQ's push. Notifications may arrive late and out of order, so one
+      older than a final status is only recorded (:attr:`Outcome.OUT_OF_ORDER`); one that
+      disagrees with it at the same step contradicts it. It is not a query.
+    - ``application``: the answer to the app's own application, which is older than any
+      notification about the refund. When a notification has already recorded a later state
+      the answer is :attr:`Outcome.SUPERSEDED`: recorded, nothing changed, no flag. Use
+      :func:`decide_application`, which also decides what the answer says of the application.
     """
     if isinstance(answer, RefundQueryResult):
         outcome = classify(answer)
         if outcome in ERROR_OUTCOMES:
             decision = _decide_error(refund, answer, outcome, now, policy)
         else:
-            decision = _decide_answer(refund, answer, outcome, now, policy, pushed=pushed)
+            decision = _decide_answer(refund, answer, outcome, now, policy, source=source)
     else:
         decision = _decide_error(refund, answer, _error_outcome(answer), now, policy)
-    if pushed:
+    if source != Source.QUERY:
         decision.changes.pop("last_queried_at", None)
         decision.changes.pop("query_count", None)
-        # A notification is not a query: it never brings the next query sooner.
-        scheduled = decision.changes.get("next_query_at")
-        if scheduled is not None and refund.next_query_at is not None:
-            decision.changes["next_query_at"] = max(scheduled, refund.next_query_at)
+        # Not a query: it never brings the next query sooner.
+        _not_sooner(decision, refund)
     return decision
+
+
+def decide_application(
+    refund: RefundState,
+    reply: RefundApplyResult | BaseException,
+    *,
+    now: datetime,
+    policy: HsqRefundsSettings,
+    first: bool,
+) -> Decision:
+    """The answer to an application (``first``: the first one, not one a person sent again)
+    through the same rules as a query's, and what it says of the application.
+
+    A verified answer means the application arrived (``accepted``). A signed refusal of the
+    first application fails the refund with HSQ's code and message, unless a verified status
+    was recorded meanwhile (HSQ's notification overtook the answer): then HSQ has the refund,
+    and the refusal is kept in its history as superseded and changes nothing else. A refusal of
+    an application sent again is recorded as an error (the first may have arrived after all).
+    Anything else leaves the outcome unknown (``unknown``: the refund is queried by transNo,
+    never sent again by the app). The first query still waits ``FIRST_QUERY_DELAY``
+    (``NOTIFY_FIRST_QUERY_DELAY`` with a ``returnUrl``), so that a notification can come first.
+    """
+    if isinstance(reply, RefundApplyResult):
+        decision = decide(
+            refund,
+            _as_query_result(refund, reply),
+            now=now,
+            policy=policy,
+            source=Source.APPLICATION,
+        )
+        application = Application.ACCEPTED
+    elif isinstance(reply, GatewayError) and reply.signed and first:
+        if refund.status == Status.UNKNOWN:
+            return _refused(refund, reply, now)
+        return _superseded_refusal(refund, reply, now)
+    else:
+        decision = decide(refund, reply, now=now, policy=policy, source=Source.APPLICATION)
+        application = Application.UNKNOWN
+    if refund.application in _UNCONFIRMED:
+        decision.changes.setdefault("application", application)
+    return decision
+
+
+def _not_sooner(decision: Decision, refund: RefundState) -> None:
+    scheduled = decision.changes.get("next_query_at")
+    if scheduled is not None and refund.next_query_at is not None:
+        decision.changes["next_query_at"] = max(scheduled, refund.next_query_at)
+
+
+def _refused(refund: RefundState, error: GatewayError, now: datetime) -> Decision:
+    """A signed refusal of the first application, nothing verified recorded before it: the
+    refund failed, with HSQ's words."""
+    info = _error_info(error, Outcome.GATEWAY_ERROR)
+    changes = {
+        "updated_at": now,
+        "status": Status.FAIL.value,
+        "application": Application.REFUSED.value,
+        "resp_code": error.code[:CODE_LENGTH],
+        "resp_msg": error.error_msg[:RESP_MSG_LENGTH],
+        "finished_at": now,
+        "next_query_at": None,
+    }
+    return Decision(
+        outcome=Outcome.GATEWAY_ERROR.value,
+        old_status=refund.status,
+        new_status=Status.FAIL.value,
+        changes=changes,
+        log=_log(Outcome.GATEWAY_ERROR, error=info),
+        queried=False,
+    )
+
+
+def _superseded_refusal(refund: RefundState, error: GatewayError, now: datetime) -> Decision:
+    """A signed refusal that arrives after a verified status was recorded: history only."""
+    changes: dict[str, Any] = {"updated_at": now}
+    if refund.application in _UNCONFIRMED:
+        changes["application"] = Application.ACCEPTED.value  # HSQ has the refund
+    return Decision(
+        outcome=Outcome.SUPERSEDED.value,
+        old_status=refund.status,
+        new_status=refund.status,
+        changes=changes,
+        log=_log(Outcome.SUPERSEDED, error=_error_info(error, Outcome.GATEWAY_ERROR)),
+        queried=False,
+    )
+
+
+def _as_query_result(refund: RefundState, result: RefundApplyResult) -> RefundQueryResult:
+    """The application's verified result in the shape of a query's (it has no origTransNo nor
+    extend: the refund's own are kept)."""
+    return RefundQueryResult(
+        merchant_no=result.merchant_no,
+        trans_no=result.trans_no,
+        status=RefundStatus(result.status) if result.status else None,
+        resp_code=result.resp_code,
+        resp_msg=result.resp_msg,
+        orig_trans_no=refund.orig_trans_no,
+        trade_no=result.trade_no,
+        amount=result.amount,
+        finished_at=result.finished_at,
+        extend=refund.extend,
+        raw_result=result.raw_result,
+        sign=result.sign,
+    )
 
 
 def decide_failure(
@@ -389,19 +518,30 @@ def _decide_answer(
     now: datetime,
     policy: HsqRefundsSettings,
     *,
-    pushed: bool = False,
+    source: str = Source.QUERY,
 ) -> Decision:
     build = _Builder(refund, now, queried=True)
     old = refund.status
     new = old
     mismatch = False
-    if old in FINAL_STATUSES and pushed and outcome == Outcome.OK and _goes_backwards(old, result):
+    pushed = source == Source.NOTIFICATION
+    older = source == Source.APPLICATION  # older than anything a notification recorded
+    if old in FINAL_STATUSES and older:
+        build.changes["next_query_at"] = None
+        if not (outcome == Outcome.OK and result.status is not None and result.status == old):
+            outcome = Outcome.SUPERSEDED
+    elif (
+        old in FINAL_STATUSES and pushed and outcome == Outcome.OK and _goes_backwards(old, result)
+    ):
         outcome = Outcome.OUT_OF_ORDER  # a late notification of an earlier step
         build.changes["next_query_at"] = None
     elif old in FINAL_STATUSES:
         # Its result is kept as it was when it became final; this answer is audit only.
         build.changes["next_query_at"] = None
         _contradict_final(build, result, outcome)
+    elif older and outcome == Outcome.OK and _goes_backwards(old, result):
+        outcome = Outcome.SUPERSEDED  # a notification recorded a later step first
+        build.schedule(policy)
     else:
         build.clear_errors()
         build.changes.update(

@@ -65,6 +65,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext
 
+from .apply import in_caller_transaction, send_queued
 from .conf import HsqRefundsSettings, get_client, get_settings, merchant_numbers, setting_path
 from .gateway import ConfigurationError, HsqClient, RefundQueryResult
 from .health import current_trigger, record_sync_run
@@ -746,10 +747,7 @@ def _log_decision(refund: Refund, decision: Decision) -> None:
 def _refuse_caller_transaction() -> None:
     """Claims must be committed the moment they are taken, or they hold row locks (and are
     invisible to other runs) while the queries wait on the network."""
-    connection = transaction.get_connection()
-    if connection.in_atomic_block and any(
-        not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks
-    ):
+    if in_caller_transaction():
         raise transaction.TransactionManagementError(
             "sync_refunds() cannot run inside a transaction (atomic() or ATOMIC_REQUESTS): its "
             "claims would stay uncommitted and block every other sync while it waits on HSQ. "
@@ -850,6 +848,13 @@ def _sync(
         raise ValueError("limit must be None or an integer >= 0")
     if not dry_run and not allow_transaction:
         _refuse_caller_transaction()
+    if trans_nos is not None:
+        trans_nos = list(trans_nos)
+    if refunds is not None and not isinstance(refunds, models.QuerySet):
+        refunds = list(refunds)
+    if not dry_run and adopt_token is None and not in_caller_transaction():
+        # Applications left queued by a process that died before sending them: sent first.
+        send_queued(_queued_among(refunds, trans_nos, merchant_no))
     run = _Run(
         policy,
         concurrency=concurrency,
@@ -874,6 +879,24 @@ def _sync(
         report, started_at=run.started_at, finished_at=timezone.now(), trigger=current_trigger()
     )
     return report
+
+
+def _queued_among(
+    refunds: models.QuerySet[Refund] | Iterable[Refund | int] | None,
+    trans_nos: Iterable[str] | None,
+    merchant_no: str | None,
+) -> Q:
+    """The refunds of a run's selection, as a condition on the queued ones."""
+    condition = Q()
+    if isinstance(refunds, models.QuerySet):
+        condition &= Q(pk__in=list(refunds.values_list("pk", flat=True)[:10_000]))
+    elif refunds is not None:
+        condition &= Q(pk__in=_ids_of(refunds))
+    if trans_nos is not None:
+        condition &= Q(trans_no__in=[t for t in trans_nos if "\x00" not in t])
+    if merchant_no is not None:
+        condition &= Q(merchant_no=merchant_no)
+    return condition
 
 
 def sync_refund(refund: Refund | int, *, dry_run: bool = False) -> SyncReport:

@@ -43,6 +43,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from .apply import in_caller_transaction, refuse_caller_transaction, send_queued
 from .conf import get_settings
 from .models import Refund
 from .scheduling import DJANGO_Q_DEFAULT_RETRY
@@ -118,6 +119,8 @@ def sync_due_refunds() -> dict[str, Any]:
     sync, or ``{"batches": n, "queued": refunds, "group": "...", "report": None}`` after
     queueing ``n`` batches in one group.
     """
+    if not _inline():  # its claims must be committed before the tasks are queued
+        refuse_caller_transaction("sync_due_refunds()")
     policy = get_settings()
     size, limit = policy.TASK_BATCH_SIZE, policy.CYCLE_LIMIT
     now = timezone.now()
@@ -125,6 +128,8 @@ def sync_due_refunds() -> dict[str, Any]:
     if len(waiting) <= size:
         report = sync_refunds(allow_transaction=_inline(), limit=limit)
         return {"batches": 0, "queued": 0, "group": None, "report": report.as_dict()}
+    if not in_caller_transaction():  # applications a dead process left unsent
+        send_queued()
     return _fan_out(now, size, limit)
 
 

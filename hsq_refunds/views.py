@@ -12,8 +12,9 @@ notification that changes nothing (so that HSQ stops sending it); ``FAIL`` with 
 anything that does not verify, names a merchant that is not configured, or cannot be read
 (nothing written but a log line; never an echo of the input, never why verification failed);
 405 for anything but ``POST``; 413 above 64 KiB. The signature is the authentication, so CSRF
-is exempted for this view alone. It is not in a request transaction (``ATOMIC_REQUESTS``): the
-answer is committed by its own write before ``SUCCESS`` is sent.
+is exempted and no login is required (``LoginRequiredMiddleware``) for this view alone. It is
+not in a request transaction (``ATOMIC_REQUESTS``): the answer is committed by its own write
+before ``SUCCESS`` is sent.
 """
 
 from __future__ import annotations
@@ -23,18 +24,20 @@ import logging
 from dataclasses import replace
 from urllib.parse import parse_qsl
 
+from django.contrib.auth.decorators import login_not_required
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 
+from .columns import CODE_LENGTH, RESP_MSG_LENGTH, TRADE_NO_LENGTH, TRANS_NO_LENGTH
 from .conf import get_client, get_settings
 from .gateway import ConfigurationError, HsqError, RefundQueryResult, SignatureError
 from .gateway.notification import NOTIFICATION_FIELDS, notification_merchant_no
-from .models import Refund, Source, record_answer, validate_trans_no
+from .models import Refund, RefundQuery, Source, record_answer, validate_trans_no
 from .rules import AttentionReason, Decision, decide
-from .text import printable
+from .text import cleaned, printable
 
 __all__ = ["MAX_BODY_BYTES", "refund_notify"]
 
@@ -49,9 +52,20 @@ def _reply(status: int, text: str) -> HttpResponse:
 
 
 @csrf_exempt
+@login_not_required
 @transaction.non_atomic_requests
 def refund_notify(request: HttpRequest) -> HttpResponse:
     """Receive, verify and record one refund notification from HSQ."""
+    try:
+        return _receive(request)
+    except Exception:
+        # A last guard: whatever was not foreseen is logged and answered 503 (HSQ sends the
+        # notification again), never with Django's error page.
+        logger.exception("refund notification not recorded: unexpected error")
+        return _reply(503, "FAIL")
+
+
+def _receive(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         response = _reply(405, "FAIL")
         response["Allow"] = "POST"
@@ -91,9 +105,9 @@ def refund_notify(request: HttpRequest) -> HttpResponse:
     except ValueError as exc:  # verified, but not a refund the app can hold
         logger.error("refund notification not recorded: %s", printable(str(exc)))
         return _reply(400, "FAIL")
-    except DatabaseError:
+    except DatabaseError:  # the database is unavailable: HSQ sends it again
         logger.exception("transNo=%s: notification not recorded", printable(result.trans_no))
-        return _reply(503, "FAIL")  # HSQ sends it again
+        return _reply(503, "FAIL")
     return _reply(200, "SUCCESS")
 
 
@@ -107,7 +121,7 @@ def _form(body: bytes, content_type: str) -> dict[str, str] | None:
     if content_type == "application/json":
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # nesting deeper than the parser goes, too
             return None
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             return None
@@ -140,16 +154,21 @@ def _record(result: RefundQueryResult, form: dict[str, str]) -> None:
                 result.merchant_no,
             )
             return
+        # Its fields are HSQ's, not the app's: stored cleaned (the proof keeps them verbatim).
         refund = Refund.objects.track(
             result.trans_no,
             merchant_no=result.merchant_no,
-            orig_trans_no=result.orig_trans_no[:64] or None,
+            orig_trans_no=cleaned(result.orig_trans_no, TRANS_NO_LENGTH) or None,
         )
 
-    def decided(current: Refund) -> Decision:
-        decision = decide(current, result, now=timezone.now(), policy=policy, pushed=True)
+    def decided(current: Refund) -> Decision | None:
+        if _recorded_already(current, result):
+            return None
+        decision = decide(
+            current, _cleaned(result), now=timezone.now(), policy=policy, source=Source.NOTIFICATION
+        )
         if "final_result" in decision.changes:
-            # The proof of a notification is every field its signature covers.
+            # The proof of a notification is every field its signature covers, as received.
             signed = {name: form[name] for name in NOTIFICATION_FIELDS if name in form}
             decision.changes["final_result"] = json.dumps(
                 signed, ensure_ascii=False, sort_keys=True
@@ -171,6 +190,13 @@ def _record(result: RefundQueryResult, form: dict[str, str]) -> None:
         return decision
 
     refund, decision = record_answer(refund, decided, source=Source.NOTIFICATION)
+    if decision is None:
+        logger.info(
+            "transNo=%s merchantNo=%s: the same notification again; acknowledged, already recorded",
+            printable(refund.trans_no),
+            refund.merchant_no,
+        )
+        return
     level = logging.WARNING if unknown or decision.attention else logging.INFO
     logger.log(
         level,
@@ -182,4 +208,25 @@ def _record(result: RefundQueryResult, form: dict[str, str]) -> None:
         f" (was {decision.old_status})" if decision.status_changed else "",
         " (not applied through this app)" if unknown else "",
         extra={"trans_no": refund.trans_no, "outcome": decision.outcome},
+    )
+
+
+def _recorded_already(refund: Refund, result: RefundQueryResult) -> bool:
+    """Whether this very notification (the same signature, so the same signed content) is in
+    the refund's history: a replay, or HSQ sending it again after a lost acknowledgement."""
+    return RefundQuery.objects.filter(
+        refund=refund, source=Source.NOTIFICATION, sign=result.sign
+    ).exists()
+
+
+def _cleaned(result: RefundQueryResult) -> RefundQueryResult:
+    """The notification's text fields as the refund stores them: no NUL, lone surrogate or
+    control character, cut to their columns. ``raw_result`` (the signed original) is kept."""
+    return replace(
+        result,
+        orig_trans_no=cleaned(result.orig_trans_no, TRANS_NO_LENGTH),
+        trade_no=cleaned(result.trade_no, TRADE_NO_LENGTH),
+        resp_code=cleaned(result.resp_code, CODE_LENGTH),
+        resp_msg=cleaned(result.resp_msg, RESP_MSG_LENGTH),
+        extend=cleaned(result.extend, None),
     )

@@ -193,3 +193,37 @@ def test_clear_attention_action(admin_client, make_refund):
 
     assert message_texts(response) == [("success", "1 refund no longer needs attention.")]
     assert not Refund.objects.filter(needs_attention=True).exists()
+
+
+def _edit(admin_client, refund, **fields):
+    page = admin_client.get(change_url(refund))
+    prefix = page.context["inline_admin_formsets"][0].formset.prefix
+    data = {f"{prefix}-{key}": "0" for key in ("TOTAL_FORMS", "INITIAL_FORMS", "MAX_NUM_FORMS")}
+    data[f"{prefix}-MIN_NUM_FORMS"] = "0"
+    return admin_client.post(change_url(refund), {**data, **fields})
+
+
+@pytest.mark.parametrize(
+    "typed", ["1e999999999", "-1", "-Infinity", "NaN", "9" * 400, "10000000000000001", "12.5"]
+)
+def test_an_unknown_amount_entered_by_hand_is_bounded(admin_client, make_refund, typed):
+    """A refund without an amount shows the field (fen); what no refund can be is a form
+    error, and nothing is written."""
+    refund = make_refund("R-NOAMOUNT", amount=None)
+
+    response = _edit(admin_client, refund, amount=typed)
+
+    assert response.status_code == 200
+    assert list(response.context["adminform"].form.errors) == ["amount"]
+    refund.refresh_from_db()
+    assert (refund.amount, refund.version) == (None, 0)
+
+
+def test_an_unknown_amount_entered_by_hand_is_written_once(admin_client, make_refund):
+    refund = make_refund("R-NOAMOUNT", amount=None)
+
+    assert _edit(admin_client, refund, amount="1234").status_code == 302
+    refund.refresh_from_db()
+    assert refund.amount == 1234
+    page = admin_client.get(change_url(refund)).content.decode()
+    assert 'name="amount"' not in page  # known now: shown, not editable

@@ -245,10 +245,10 @@ def test_two_people_sending_an_application_again_at_once_send_it_once(
     outcomes: list[object] = []
 
     def second_click(current: Refund) -> None:
-        monkeypatch.setattr(service, "_before_send", lambda _refund: None)
-        outcomes.append(send_again(current))  # reads the same count, and sends first
+        monkeypatch.setattr(service, "_before_count", lambda _refund: None)
+        outcomes.append(send_again(current))  # confirmed the same count, and sends first
 
-    monkeypatch.setattr(service, "_before_send", second_click)
+    monkeypatch.setattr(service, "_before_count", second_click)
     with pytest.raises(ValueError, match="just sent by someone else"):
         send_again(refund)
     assert len(outcomes) == 1
