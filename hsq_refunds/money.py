@@ -30,7 +30,7 @@ _SHOWN_LENGTH = 40
 class AmountError(ValueError):
     """An amount in yuan that :func:`yuan_to_fen` refuses. ``code`` says what is wrong:
 
-    * ``"not_a_number"``: neither a :class:`~decimal.Decimal` nor text that reads as a number;
+    * ``"not_a_number"``: neither a ``Decimal`` nor text that reads as a number;
     * ``"digits"``: text with digits other than ASCII 0-9 (full-width ``１２``, for instance);
     * ``"not_finite"``: NaN, sNaN, or an infinity;
     * ``"decimals"``: a fraction of a fen (more than two decimals that are not zeros);
@@ -62,7 +62,7 @@ def yuan_to_fen(amount: Decimal | str) -> int:
     Refused with an :class:`AmountError` (a ``ValueError``) naming what is wrong: more than two
     decimals (``12.340`` is fine: the zeros are no fraction of a fen), more than
     :data:`MAX_FEN` fen either way, NaN or an infinity, text that is not a number in ASCII
-    digits (whitespace around it is dropped), anything but a :class:`~decimal.Decimal` or text.
+    digits (whitespace around it is dropped), anything but a ``Decimal`` or text.
     Computed on the number's digits, never in a decimal context: no ``decimal`` signal
     (``Overflow``, ``InvalidOperation``...) can escape, whatever the current context. Whether
     zero or a negative amount is acceptable is the caller's rule.

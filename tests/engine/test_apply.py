@@ -191,6 +191,38 @@ def test_never_more_than_was_paid(sandbox):
     assert balance_of(Refund.objects.get(trans_no="RF-C").merchant_no, "PO1").left == 0
 
 
+def test_the_guard_counts_what_hsq_reported(sandbox):
+    """HSQ refunded more than was asked (flagged as a mismatch): the order's total counts what
+    HSQ reported, so what is left is what HSQ left."""
+    refund = apply(amount=1000, trans_no="RF-A")
+    Refund.objects.filter(pk=refund.pk).update(status="SUCCESS", reported_amount=5000)
+
+    with pytest.raises(RefundRefused) as refused:
+        apply(amount=1, trans_no="RF-B")
+
+    assert (refused.value.taken, balance_of(refund.merchant_no, "PO1").left) == (5000, 0)
+    assert sent(sandbox) == {"RF-A": 1}
+
+
+def test_a_refund_of_unknown_amount_blocks_a_new_one_and_says_how_to_resolve_it(
+    sandbox, merchant_no
+):
+    apply(amount=1000, trans_no="RF-A")
+    Refund.objects.track("RF-ELSEWHERE", orig_trans_no="PO1")  # amount not known yet
+
+    with pytest.raises(RefundRefused) as refused:
+        apply(amount=1000, trans_no="RF-B")
+
+    message = str(refused.value)
+    assert "RF-ELSEWHERE" in message and "Refresh it" in message and "enter its amount" in message
+    assert balance_of(merchant_no, "PO1").unknown == ("RF-ELSEWHERE",)
+    assert balance_of(merchant_no, "PO1").left is None
+    assert sent(sandbox) == {"RF-A": 1}
+    Refund.objects.filter(trans_no="RF-ELSEWHERE").update(amount=500)  # entered, or reported
+    apply(amount=1000, trans_no="RF-B")
+    assert sent(sandbox) == {"RF-A": 1, "RF-B": 1}
+
+
 def test_a_paid_amount_that_disagrees_with_the_first_is_refused(sandbox):
     apply(amount=100, trans_no="RF-A")
     with pytest.raises(RefundRefused, match=r"¥50\.00"):
