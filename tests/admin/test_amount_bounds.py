@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hsq_refunds.admin import RefundAddForm, RefundApplyForm
+from hsq_refunds.admin.forms import typed_fen
 from hsq_refunds.gateway.validation import MAX_AMOUNT_FEN
 from hsq_refunds.models import PaidOrder, Refund
 
@@ -294,7 +295,7 @@ def test_any_text_is_a_form_error_or_an_amount_within_bounds(sandbox, merchant_n
         assert 1 <= form.amount_fen() <= form.orig_amount_fen() <= MAX_AMOUNT_FEN
     for name in AMOUNT_FIELDS:
         if name not in form.errors:
-            assert 1 <= RefundAddForm._typed_fen(form, name) <= MAX_AMOUNT_FEN
+            assert 1 <= typed_fen(form, name) <= MAX_AMOUNT_FEN
 
     add = RefundAddForm(
         data={"trans_no": "R-ANY", "merchant_no": merchant_no, "amount_yuan": amount}
