@@ -206,7 +206,8 @@ def _measure_here(args: argparse.Namespace) -> dict[str, Any]:
     django.setup()
     from django.utils import timezone
 
-    from hsq_refunds.conf import get_client, get_settings
+    from hsq_refunds.clients import get_client
+    from hsq_refunds.conf import get_settings
     from hsq_refunds.models import Refund
     from hsq_refunds.sync import due_id_pages, sync_refunds
 

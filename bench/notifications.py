@@ -138,7 +138,7 @@ def serve(threads: int, port: int, sqlite_wal: bool) -> int:
     from django.core.wsgi import get_wsgi_application
     from waitress.server import create_server
 
-    from hsq_refunds.conf import get_client
+    from hsq_refunds.clients import get_client
 
     # Persistent connections, as a production server keeps them (the test settings close the
     # connection after every request); set before the first connection is made.

@@ -49,7 +49,7 @@ _CHILD = """
 import json, sys, time
 import django
 django.setup()
-from hsq_refunds.conf import get_client
+from hsq_refunds.clients import get_client
 from hsq_refunds.sync import sync_refunds
 get_client()
 print("ready", flush=True)

@@ -110,7 +110,7 @@ def measure(kind: str, n: int, latency: float, concurrency: int, repeat: int) ->
     with SandboxProcess(latency=latency) as sandbox, bench_database(kind) as database:
         setup_django(database, sandbox.settings(CONCURRENCY=concurrency))
 
-        from hsq_refunds.conf import get_client
+        from hsq_refunds.clients import get_client
 
         get_client()  # keys are loaded once per process, not per run: keep that out
         print_machine(host)
@@ -169,7 +169,7 @@ _MEDIANS = (
 def _client_ms(sandbox: SandboxProcess) -> float:
     """CPU milliseconds one ``query_refund`` costs the client, queries sent one at a time
     (nothing else runs meanwhile): what the HTTP client, signing and verifying cost alone."""
-    from hsq_refunds.conf import get_client
+    from hsq_refunds.clients import get_client
 
     client = get_client()
     probes = [f"PROBE{index:04d}" for index in range(CLIENT_PROBES)]

@@ -5,10 +5,9 @@
 - The settings reference is generated, never copied: a page holds a marker such as
   ``<!-- generated: settings zh -->`` and the build replaces it with a table made from the one
   table of keys in ``hsq_refunds/conf.py`` (``settings_table()``, ``merchant_settings_table()``,
-  ``settings_reference_markdown()``), ``hsq_refunds.checks.CHECK_IDS`` and
-  ``hsq_refunds.health.HEALTH_DEFAULTS``.
+  ``health_settings_table()``) and ``hsq_refunds.check_ids.CHECK_IDS``.
 
-The English tables are exactly the README's (``python -m hsq_refunds.conf``). The Chinese
+The English tables are exactly the README's (``docs/_gen/settings_reference.py``). The Chinese
 tables take the keys and defaults from the same source and the Chinese text of each row from
 ``docs/_gen/settings_zh.toml``, where every entry also holds the English text it translates. A
 key added, removed or documented anew in ``conf.py`` without its Chinese entry fails the build,
@@ -31,7 +30,7 @@ from mkdocs.exceptions import PluginError
 ROOT = Path(__file__).resolve().parent.parent
 TRANSLATIONS = ROOT / "docs" / "_gen" / "settings_zh.toml"
 MARKER = re.compile(r"<!-- generated: (?P<what>[a-z-]+) (?P<lang>en|zh) -->")
-TABLES = ("settings", "merchant-settings", "check-ids", "health")
+TABLES = ("settings", "merchant-settings", "health", "check-ids")
 
 
 def on_config(config: Any) -> Any:
@@ -119,70 +118,41 @@ def _translated(what: str, key: str, entry: Mapping[str, str], english: str) -> 
     return entry["zh"]
 
 
-def _duration(value: Any, lang: str) -> str:
-    if value is None:
-        return "`None`"
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int) and value >= 86400 and value % 86400 == 0:
-        days = value // 86400
-        return f"`{value}` ({days} days)" if lang == "en" else f"`{value}`（{days} 天）"
-    return f"`{value}`"
-
-
 @cache
 def generated_tables(lang: str) -> dict[str, str]:
     """Every generated table in ``lang`` (``en`` or ``zh``), by its name."""
-    from hsq_refunds import checks, conf, health
+    from docs._gen.settings_reference import settings_reference_markdown
+    from hsq_refunds import check_ids, conf
 
-    reference = _markdown_tables(conf.settings_reference_markdown())
-    if len(reference) != 3:
-        raise PluginError("settings_reference_markdown() no longer gives three tables")
-    english = dict(zip(TABLES, reference, strict=False))
+    reference = _markdown_tables(settings_reference_markdown())
+    if len(reference) != len(TABLES):
+        raise PluginError(f"settings_reference_markdown() no longer gives {len(TABLES)} tables")
+    english = dict(zip(TABLES, reference, strict=True))
     sources: dict[str, Mapping[str, Any]] = {
         "settings": conf.settings_table(),
         "merchant-settings": conf.merchant_settings_table(),
-        "check-ids": checks.CHECK_IDS,
+        "health": conf.health_settings_table(),
+        "check-ids": check_ids.CHECK_IDS,
     }
     for what, source in sources.items():
         if list(_rows(english[what])) != list(source):
             raise PluginError(f"settings_reference_markdown(): its {what} table has other keys")
-    zh = tomllib.loads(TRANSLATIONS.read_text(encoding="utf-8"))
-    health_rows = zh["health"]
-    _same_keys(
-        "health",
-        list(health.HEALTH_DEFAULTS),
-        {key: row for row in health_rows for key in row["keys"]},
-    )
-
-    def health_table(text: str) -> str:
-        header = ["| key | default | |", "|---|---|---|"]
-        if lang == "zh":
-            header = ["| 键 | 默认值 | 说明 |", "|---|---|---|"]
-        lines = header
-        for row in health_rows:
-            keys = ", ".join(f"`{key}`" for key in row["keys"])
-            defaults = ", ".join(
-                _duration(health.HEALTH_DEFAULTS[key], lang) for key in row["keys"]
-            )
-            lines.append(_row(keys, defaults, row[text]))
-        return "\n".join(lines)
-
     if lang == "en":
-        return {**english, "health": health_table("en")}
+        return english
 
+    zh = tomllib.loads(TRANSLATIONS.read_text(encoding="utf-8"))
     out: dict[str, str] = {}
-    settings_zh = zh["settings"]
-    _same_keys("settings", conf.settings_table(), settings_zh)
-    lines = ["| 键 | 默认值 | 说明 |", "|---|---|---|"]
-    for key, cells in _rows(english["settings"]).items():
-        setting = conf.settings_table()[key]
-        entry = settings_zh[key]
-        default = cells[1]
-        if setting.shown_default is not None:
-            default = _translated("settings", f"{key} default", entry.get("default", {}), default)
-        lines.append(_row(cells[0], default, _translated("settings", key, entry, setting.doc)))
-    out["settings"] = "\n".join(lines)
+    for what in ("settings", "health"):
+        table, translated = sources[what], zh[what]
+        _same_keys(what, table, translated)
+        lines = ["| 键 | 默认值 | 说明 |", "|---|---|---|"]
+        for key, cells in _rows(english[what]).items():
+            setting, entry = table[key], translated[key]
+            default = cells[1]
+            if setting.shown_default is not None:
+                default = _translated(what, f"{key} default", entry.get("default", {}), default)
+            lines.append(_row(cells[0], default, _translated(what, key, entry, setting.doc)))
+        out[what] = "\n".join(lines)
 
     merchant_zh = zh["merchant-settings"]
     _same_keys("merchant-settings", conf.merchant_settings_table(), merchant_zh)
@@ -197,11 +167,10 @@ def generated_tables(lang: str) -> dict[str, str]:
     out["merchant-settings"] = "\n".join(lines)
 
     checks_zh = zh["check-ids"]
-    _same_keys("check-ids", checks.CHECK_IDS, checks_zh)
+    _same_keys("check-ids", check_ids.CHECK_IDS, checks_zh)
     lines = ["| 检查 ID | 含义 |", "|---|---|"]
-    for check_id, meaning in checks.CHECK_IDS.items():
+    for check_id, meaning in check_ids.CHECK_IDS.items():
         text = _translated("check-ids", check_id, checks_zh[check_id], meaning)
         lines.append(_row(f"`{check_id}`", text))
     out["check-ids"] = "\n".join(lines)
-    out["health"] = health_table("zh")
     return out

@@ -41,7 +41,8 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext, ngettext
 
-from .conf import HsqRefundsSettings, get_client, get_settings
+from .clients import get_client
+from .conf import HsqRefundsSettings, get_settings
 from .exceptions import RefundRefused
 from .gateway import (
     HsqClient,

@@ -1,9 +1,8 @@
-"""The Django app: system checks registered and the settings hook connected on start-up."""
+"""The Django app: its system checks registered on start-up."""
 
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.core import checks
 from django.utils.translation import gettext_lazy as _
 
 
@@ -13,10 +12,4 @@ class HsqRefundsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import (
-            conf,  # noqa: F401 - connects the setting_changed receiver
-            scheduling,  # noqa: F401 - registers the django-q2 checks
-        )
-        from .checks import check_settings
-
-        checks.register(check_settings, "hsq_refunds")
+        from . import checks  # noqa: F401 - registers the system checks

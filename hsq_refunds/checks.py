@@ -1,124 +1,62 @@
-"""System checks of the ``HSQ_REFUNDS`` setting, run by ``manage.py check`` and ``migrate``, and
-the one list of the app's check ids.
+"""The app's system checks, run by ``manage.py check`` and ``migrate``: the ``HSQ_REFUNDS``
+setting (tag ``hsq_refunds``) and the django-q2 setup (tag ``hsq_refunds_tasks``).
 
-Every key is loaded here, so a wrong path, a wrong password or a mixed-up certificate shows at
-deploy time instead of on the first query. Each message names the exact setting and what is
-wrong with it, and never contains key material.
-
-Every check id is a constant below (``E004_BASE_URL = "hsq_refunds.E004"``), used wherever the
-check is raised, so that ``grep E004`` finds both; :data:`CHECK_IDS` says what each means (the
-README's settings reference lists them: ``python -m hsq_refunds.conf``). Most are raised while
-the setting is read (:mod:`hsq_refunds.conf`); the django-q2 ones (``W020`` to ``W022``) by
-:mod:`hsq_refunds.scheduling`.
+The setting's own problems are found while it is read (:mod:`hsq_refunds.conf`); here every
+merchant's keys are loaded too, so that a wrong path, a wrong password or a mixed-up certificate
+shows at deploy time instead of on the first query, and the setting is held against the rest of
+the project (URLconf, caches, ``Q_CLUSTER``, the schedule in the database). Each message names
+the exact setting and what is wrong with it, and never contains key material; its id is one of
+:mod:`hsq_refunds.check_ids`. The app config imports this module, which registers the checks.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+import math
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from django.apps import apps
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Warning
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import DatabaseError, connections
 
+from .check_ids import (
+    E008_PRIVATE_KEY_PASSWORD,
+    E009_PRIVATE_KEY,
+    E012_PLATFORM_CERT,
+    E013_RATE_LIMIT_CACHE,
+    W003_GATEWAY_NOT_PRODUCTION,
+    W004_SIGN_KEY_FORMAT,
+    W006_NOTIFY_URL_NOT_HTTPS,
+    W007_NOTIFY_URL_VIEW,
+    W008_RATE_LIMIT_CACHE_LOCAL,
+    W009_NOTIFY_URL_SSL_REDIRECT,
+    W020_SCHEDULE_NOT_RUN,
+    W021_Q_TIMEOUT_RETRY,
+    W022_Q_BATCH_TIMEOUT,
+)
+from .conf import HsqRefundsSettings, MerchantSettings, inspect_settings, setting_path
 from .gateway import ENVIRONMENTS, ConfigurationError, load_platform_key, load_private_key
-
-if TYPE_CHECKING:
-    from .conf import HsqRefundsSettings, MerchantSettings
+from .scheduling import DJANGO_Q_DEFAULT_RETRY, SCHEDULE_FUNC, SCHEDULE_NAME
 
 __all__ = [
-    "CHECK_IDS",
-    "E001_NOT_A_DICT",
-    "E003_ENVIRONMENT",
-    "E004_BASE_URL",
-    "E005_MERCHANTS",
-    "E006_MERCHANT_KEY_MISSING",
-    "E007_SIGN_KEY",
-    "E008_PRIVATE_KEY_PASSWORD",
-    "E009_PRIVATE_KEY",
-    "E010_VALUE",
-    "E011_STEPS",
-    "E012_PLATFORM_CERT",
-    "E013_RATE_LIMIT_CACHE",
+    "CHECK_TAG",
     "NOTIFY_VIEW_NAME",
-    "W001_UNKNOWN_KEY",
-    "W002_NO_MERCHANTS",
-    "W003_GATEWAY_NOT_PRODUCTION",
-    "W004_SIGN_KEY_FORMAT",
-    "W005_CLAIM_LEASE",
-    "W006_NOTIFY_URL_NOT_HTTPS",
-    "W007_NOTIFY_URL_VIEW",
-    "W008_RATE_LIMIT_CACHE_LOCAL",
-    "W009_NOTIFY_URL_SSL_REDIRECT",
-    "W020_SCHEDULE_NOT_RUN",
-    "W021_Q_TIMEOUT_RETRY",
-    "W022_Q_BATCH_TIMEOUT",
+    "check_q_cluster",
+    "check_schedule_runner",
     "check_settings",
+    "q_cluster_options",
 ]
 
-E001_NOT_A_DICT = "hsq_refunds.E001"
-E003_ENVIRONMENT = "hsq_refunds.E003"
-E004_BASE_URL = "hsq_refunds.E004"
-E005_MERCHANTS = "hsq_refunds.E005"
-E006_MERCHANT_KEY_MISSING = "hsq_refunds.E006"
-E007_SIGN_KEY = "hsq_refunds.E007"
-E008_PRIVATE_KEY_PASSWORD = "hsq_refunds.E008"  # noqa: S105 - a check id, not a password
-E009_PRIVATE_KEY = "hsq_refunds.E009"
-E010_VALUE = "hsq_refunds.E010"
-E011_STEPS = "hsq_refunds.E011"
-E012_PLATFORM_CERT = "hsq_refunds.E012"
-E013_RATE_LIMIT_CACHE = "hsq_refunds.E013"
-W001_UNKNOWN_KEY = "hsq_refunds.W001"
-W002_NO_MERCHANTS = "hsq_refunds.W002"
-W003_GATEWAY_NOT_PRODUCTION = "hsq_refunds.W003"
-W004_SIGN_KEY_FORMAT = "hsq_refunds.W004"
-W005_CLAIM_LEASE = "hsq_refunds.W005"
-W006_NOTIFY_URL_NOT_HTTPS = "hsq_refunds.W006"
-W007_NOTIFY_URL_VIEW = "hsq_refunds.W007"
-W008_RATE_LIMIT_CACHE_LOCAL = "hsq_refunds.W008"
-W009_NOTIFY_URL_SSL_REDIRECT = "hsq_refunds.W009"
-W020_SCHEDULE_NOT_RUN = "hsq_refunds.W020"
-W021_Q_TIMEOUT_RETRY = "hsq_refunds.W021"
-W022_Q_BATCH_TIMEOUT = "hsq_refunds.W022"
+logger = logging.getLogger("hsq_refunds.checks")
 
-#: What each check id means, in the order of the ids.
-CHECK_IDS: Mapping[str, str] = {
-    E001_NOT_A_DICT: "`HSQ_REFUNDS` is not a dict",
-    E003_ENVIRONMENT: "unknown `ENVIRONMENT`",
-    E004_BASE_URL: "`BASE_URL` is not an http(s) URL with a host, or holds credentials or spaces",
-    E005_MERCHANTS: "`MERCHANTS` or one of its entries is malformed (merchant numbers included)",
-    E006_MERCHANT_KEY_MISSING: "a required merchant key is missing or empty",
-    E007_SIGN_KEY: "`SIGN_KEY` is not usable",
-    E008_PRIVATE_KEY_PASSWORD: "`PRIVATE_KEY_PASSWORD` is wrong, missing or not a string",
-    E009_PRIVATE_KEY: "`PRIVATE_KEY` cannot be read or is not a private key",
-    E010_VALUE: "an optional key has a bad type or value",
-    E011_STEPS: "`QUERY_INTERVALS` or `ERROR_BACKOFF` is malformed",
-    E012_PLATFORM_CERT: "`PLATFORM_CERT` cannot be read or is not a public key",
-    E013_RATE_LIMIT_CACHE: "`RATE_LIMIT` is set and `RATE_LIMIT_CACHE` is not an alias in `CACHES`",
-    W001_UNKNOWN_KEY: "unknown setting name (ignored)",
-    W002_NO_MERCHANTS: "no merchants configured",
-    W003_GATEWAY_NOT_PRODUCTION: "a sandbox or plain-http gateway URL while `DEBUG` is off",
-    W004_SIGN_KEY_FORMAT: "`SIGN_KEY` does not look like HSQ's 32 hex characters",
-    W005_CLAIM_LEASE: "`CLAIM_LEASE` is shorter than twice `QUERY_DEADLINE`",
-    W006_NOTIFY_URL_NOT_HTTPS: "`NOTIFY_URL` is not https while `DEBUG` is off",
-    W007_NOTIFY_URL_VIEW: "`NOTIFY_URL` does not lead to the view `hsq_refunds:refund_notify`",
-    W008_RATE_LIMIT_CACHE_LOCAL: (
-        "`RATE_LIMIT` is set and its cache (`RATE_LIMIT_CACHE`) is not shared between processes"
-    ),
-    W009_NOTIFY_URL_SSL_REDIRECT: (
-        "`NOTIFY_URL` is plain http and `SECURE_SSL_REDIRECT` would redirect HSQ's POST to https"
-    ),
-    W020_SCHEDULE_NOT_RUN: (
-        "the django-q2 schedule is in the database but `django_q` is not installed"
-    ),
-    W021_Q_TIMEOUT_RETRY: '`Q_CLUSTER["timeout"]` is missing or not below `["retry"]`',
-    W022_Q_BATCH_TIMEOUT: (
-        '`Q_CLUSTER["timeout"]` is shorter than a batch of `TASK_BATCH_SIZE` refunds may take '
-        "with a gateway that answers at `QUERY_DEADLINE`"
-    ),
-}
+#: The tag of the django-q2 checks: ``manage.py check --tag hsq_refunds_tasks`` runs them alone.
+CHECK_TAG = "hsq_refunds_tasks"
+_SCHEDULE_TABLE = "django_q_schedule"
 
 #: The URL name (with its namespace) of the view that receives HSQ's refund notifications.
 NOTIFY_VIEW_NAME = "hsq_refunds:refund_notify"
@@ -135,10 +73,9 @@ _SIGN_KEY = re.compile(r"^[0-9a-fA-F]{32}$")
 _SECURITY_MIDDLEWARE = "django.middleware.security.SecurityMiddleware"
 
 
+@register("hsq_refunds")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Every problem in ``HSQ_REFUNDS``, with each merchant's keys actually loaded."""
-    from .conf import inspect_settings
-
     parsed, problems = inspect_settings()
     messages: list[CheckMessage] = [
         (Error if problem.level == "error" else Warning)(
@@ -161,8 +98,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
 def _check_keys(merchant_no: str, entry: Mapping[str, Any]) -> list[CheckMessage]:
     """Load the keys of one merchant entry (even an incomplete one: report all at once)."""
-    from .conf import setting_path
-
     messages: list[CheckMessage] = []
     path = ("MERCHANTS", merchant_no)
     sign_key = entry.get("SIGN_KEY")
@@ -228,8 +163,6 @@ def _strip_prefix(message: str) -> str:
 
 
 def _check_url(merchant: MerchantSettings) -> list[CheckMessage]:
-    from .conf import setting_path
-
     if settings.DEBUG:
         return []
     url = merchant.base_url or ENVIRONMENTS.get(merchant.environment, "")
@@ -259,8 +192,6 @@ def _check_notify_url(parsed: HsqRefundsSettings) -> list[CheckMessage]:
     """``NOTIFY_URL``: https in production, not redirected, and routed to this app's
     notification view as it is: a redirect loses HSQ's POST (a client follows it with a GET, or
     not at all), so a path that only leads there after one is as wrong as one that never does."""
-    from .conf import setting_path
-
     url = parsed.NOTIFY_URL
     if url is None:
         return []
@@ -312,8 +243,6 @@ def _check_notify_url(parsed: HsqRefundsSettings) -> list[CheckMessage]:
 
 def _check_notify_ssl_redirect(url: str) -> list[CheckMessage]:
     """An ``http://`` ``NOTIFY_URL`` that ``SecurityMiddleware`` answers with a redirect."""
-    from .conf import setting_path
-
     parts = urlsplit(url)
     if parts.scheme != "http" or not settings.SECURE_SSL_REDIRECT:
         return []
@@ -404,8 +333,6 @@ def _split_script_prefix(path: str) -> tuple[str, str]:
 
 def _check_rate_limit_cache(parsed: HsqRefundsSettings) -> list[CheckMessage]:
     """``RATE_LIMIT`` holds across processes only through a cache that they share."""
-    from .conf import setting_path
-
     if parsed.RATE_LIMIT is None:
         return []
     alias = parsed.RATE_LIMIT_CACHE
@@ -434,3 +361,154 @@ def _check_rate_limit_cache(parsed: HsqRefundsSettings) -> list[CheckMessage]:
             id=W008_RATE_LIMIT_CACHE_LOCAL,
         )
     ]
+
+
+# --------------------------------------------------------------------------- django-q2
+
+
+def q_cluster_options() -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """``Q_CLUSTER`` and each of its ``ALT_CLUSTERS``, as django-q2 merges them.
+
+    Yields ``(path, options)`` where ``path`` is how a message names the dict, e.g.
+    ``Q_CLUSTER`` or ``Q_CLUSTER["ALT_CLUSTERS"]["long"]``.
+    """
+    conf = getattr(settings, "Q_CLUSTER", None)
+    if not isinstance(conf, Mapping):
+        return
+    yield "Q_CLUSTER", conf
+    alt = conf.get("ALT_CLUSTERS")
+    if isinstance(alt, Mapping):
+        for name, options in alt.items():
+            if isinstance(options, Mapping):
+                yield f'Q_CLUSTER["ALT_CLUSTERS"]["{name}"]', {**conf, **options}
+
+
+def _seconds(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+@register(CHECK_TAG)
+def check_q_cluster(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """``Q_CLUSTER`` timings that would run a sync task twice, or cut batches short."""
+    if not apps.is_installed("django_q"):
+        return []
+    messages: list[CheckMessage] = []
+    for path, options in q_cluster_options():
+        messages.extend(_check_timeout_retry(path, options))
+        messages.extend(_check_batch_time(path, options))
+    return messages
+
+
+def _check_timeout_retry(path: str, options: Mapping[str, Any]) -> list[CheckMessage]:
+    timeout = _seconds(options.get("timeout"))
+    retry = _seconds(options.get("retry", DJANGO_Q_DEFAULT_RETRY))
+    if timeout is not None and retry is not None and timeout < retry:
+        return []
+    if timeout is None:
+        problem = f'{path}["timeout"] is not set: a stuck sync task is never stopped'
+    else:
+        shown_retry = options.get("retry", f"{DJANGO_Q_DEFAULT_RETRY} (the default)")
+        problem = (
+            f'{path}["timeout"] ({options.get("timeout")}) is not below {path}["retry"] '
+            f"({shown_retry}): the broker hands a task that is still running to another "
+            "worker, which then syncs the same refunds again"
+        )
+    return [
+        Warning(
+            problem,
+            hint=(
+                f'Set {path}["timeout"] to the longest a sync task may run (e.g. 240) and '
+                f'{path}["retry"] above it (e.g. 300).'
+            ),
+            id=W021_Q_TIMEOUT_RETRY,
+        )
+    ]
+
+
+def _check_batch_time(path: str, options: Mapping[str, Any]) -> list[CheckMessage]:
+    """A batch task must be able to finish when every query in it runs to its deadline.
+
+    A batch of ``TASK_BATCH_SIZE`` refunds is queried ``CONCURRENCY`` at a time, so in
+    ``ceil(TASK_BATCH_SIZE / CONCURRENCY)`` rounds; a round lasts as long as its slowest query,
+    at most ``QUERY_DEADLINE`` (by default every attempt's connect and read timeouts and the
+    waits between retries).
+    """
+    timeout = _seconds(options.get("timeout"))
+    if timeout is None:
+        return []
+    policy = inspect_settings()[0]
+    rounds = math.ceil(policy.TASK_BATCH_SIZE / policy.CONCURRENCY)
+    needed = rounds * policy.QUERY_DEADLINE
+    if timeout >= needed:
+        return []
+    return [
+        Warning(
+            f'{path}["timeout"] ({options["timeout"]}) is shorter than a sync batch may need: '
+            f"{setting_path('TASK_BATCH_SIZE')} ({policy.TASK_BATCH_SIZE}) refunds, "
+            f"{setting_path('CONCURRENCY')} ({policy.CONCURRENCY}) at a time, take up to "
+            f"{needed:g} s when every query runs to {setting_path('QUERY_DEADLINE')} "
+            f"({policy.QUERY_DEADLINE:g} s: connect timeouts, reads and retries, "
+            f"{setting_path('CONNECT_TIMEOUT')} {policy.CONNECT_TIMEOUT:g} s, "
+            f"{setting_path('READ_TIMEOUT')} {policy.READ_TIMEOUT:g} s, "
+            f"{setting_path('RETRIES')} {policy.RETRIES}); the rest of a batch that is cut off "
+            "waits for a later cycle",
+            hint=(
+                f'Raise {path}["timeout"] to {needed:g} or more (and "retry" above it), or lower '
+                'HSQ_REFUNDS["TASK_BATCH_SIZE"], HSQ_REFUNDS["QUERY_DEADLINE"] or the timeouts '
+                "and retries it is computed from."
+            ),
+            id=W022_Q_BATCH_TIMEOUT,
+        )
+    ]
+
+
+@register(Tags.database, CHECK_TAG)
+def check_schedule_runner(
+    app_configs: Iterable[Any] | None = None,
+    databases: Iterable[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """The schedule is installed but ``django_q`` is not: nothing will ever run it.
+
+    A database check (``migrate``, or ``check --database default``). Without ``django_q`` in
+    ``INSTALLED_APPS`` its models cannot be used, so the table is looked up and read directly,
+    and a database that cannot answer is skipped rather than reported.
+    """
+    if databases is None or apps.is_installed("django_q"):
+        return []
+    messages: list[CheckMessage] = []
+    for alias in databases:
+        if _schedule_row_exists(alias):
+            messages.append(
+                Warning(
+                    f"the django-q2 schedule {SCHEDULE_NAME!r} is in database {alias!r}, but "
+                    "'django_q' is not in INSTALLED_APPS: no scheduled sync will run",
+                    hint=(
+                        "Add 'django_q' to INSTALLED_APPS and run 'manage.py qcluster'; or, "
+                        "to stop scheduled syncs, run 'manage.py hsq_refunds_schedule --remove' "
+                        "while django_q is still installed, or delete that row from "
+                        f"{_SCHEDULE_TABLE}. Use cron with 'manage.py sync_refunds' instead."
+                    ),
+                    id=W020_SCHEDULE_NOT_RUN,
+                )
+            )
+    return messages
+
+
+def _schedule_row_exists(alias: str) -> bool:
+    connection = connections[alias]
+    try:
+        with connection.cursor() as cursor:
+            if _SCHEDULE_TABLE not in connection.introspection.table_names(cursor):
+                return False
+            table = connection.ops.quote_name(_SCHEDULE_TABLE)
+            cursor.execute(
+                f"SELECT 1 FROM {table} WHERE name = %s OR func = %s",  # noqa: S608
+                [SCHEDULE_NAME, SCHEDULE_FUNC],
+            )
+            return cursor.fetchone() is not None
+    except DatabaseError:
+        logger.debug("could not look for the schedule in database %r", alias, exc_info=True)
+        return False

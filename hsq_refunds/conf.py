@@ -1,4 +1,4 @@
-"""The ``HSQ_REFUNDS`` setting: read lazily, filled with defaults, one client per merchant.
+"""The ``HSQ_REFUNDS`` setting: read lazily, filled with defaults, every mistake reported.
 
 Everything the app needs to know lives in one dict in the project's settings::
 
@@ -13,29 +13,28 @@ Everything the app needs to know lives in one dict in the project's settings::
             },
         },
         "CONCURRENCY": 8,                     # any other key may be left out
+        "HEALTH": {"OVERDUE_WARNING": 600},   # and so may any threshold
     }
 
 Each key is declared once, as a field of :class:`HsqRefundsSettings` (the keys of
-``HSQ_REFUNDS``) or of :class:`MerchantSettings` (the keys of one ``MERCHANTS`` entry), with its
-default, the reader that validates and converts it, and its documentation. :data:`DEFAULTS`,
-:data:`MERCHANT_KEYS`, the parsed setting and the README's settings reference are all made from
-those fields. Print the reference with ``python -m hsq_refunds.conf`` (or
-:func:`settings_reference_markdown`).
+``HSQ_REFUNDS``), :class:`MerchantSettings` (the keys of one ``MERCHANTS`` entry) or
+:class:`HealthSettings` (the keys of ``HEALTH``), with its default, the reader
+(:mod:`hsq_refunds.readers`) that validates and converts it, and its documentation. The parsed
+setting, :data:`DEFAULTS` and the settings reference of the README and the docs are all made
+from those fields.
 
-The setting is read on first use and again after it changes (``override_settings`` works), and
-every mistake in it is reported by ``manage.py check``, with the ids of :mod:`hsq_refunds.checks`.
+The setting is read on first use and again after it changes (``override_settings`` works).
+Each mistake found is a :class:`Problem` with one of the ids of :mod:`hsq_refunds.check_ids`;
+``manage.py check`` reports them all (:mod:`hsq_refunds.checks`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -43,47 +42,36 @@ from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from .checks import (
-    CHECK_IDS,
+from . import readers
+from .check_ids import (
     E001_NOT_A_DICT,
-    E003_ENVIRONMENT,
     E004_BASE_URL,
     E005_MERCHANTS,
     E006_MERCHANT_KEY_MISSING,
-    E007_SIGN_KEY,
-    E008_PRIVATE_KEY_PASSWORD,
     E010_VALUE,
-    E011_STEPS,
     W001_UNKNOWN_KEY,
     W002_NO_MERCHANTS,
     W005_CLAIM_LEASE,
 )
-from .gateway import ConfigurationError, HsqClient
-from .gateway.validation import (
-    ENVIRONMENTS,
-    MERCHANT_NO_MAX_LENGTH,
-    check_base_url,
-    check_merchant_no,
-    query_deadline,
-)
-from .ratelimit import SharedRateLimiter
+from .gateway import ConfigurationError
+from .gateway.validation import MERCHANT_NO_MAX_LENGTH, check_merchant_no, query_deadline
 
 __all__ = [
     "DEFAULTS",
     "MERCHANT_KEYS",
     "QUERY_SECONDS_ESTIMATE",
+    "HealthSettings",
     "HsqRefundsSettings",
     "MerchantSettings",
     "Problem",
     "Setting",
     "default_merchant_no",
-    "get_client",
     "get_settings",
+    "health_settings_table",
     "inspect_settings",
     "merchant_numbers",
     "merchant_settings_table",
     "setting_path",
-    "settings_reference_markdown",
     "settings_table",
 ]
 
@@ -97,200 +85,18 @@ def setting_path(*keys: str) -> str:
 class Problem:
     """One mistake found in ``HSQ_REFUNDS``; the system checks turn these into messages."""
 
-    level: str  # "error" or "warning"
-    id: str  # a check id of hsq_refunds.checks, e.g. E003_ENVIRONMENT
+    id: str  # a check id of hsq_refunds.check_ids, e.g. E003_ENVIRONMENT
     path: str
     message: str
     hint: str = ""
 
+    @property
+    def level(self) -> str:
+        """``error`` or ``warning``."""
+        return "error" if self.id.startswith("hsq_refunds.E") else "warning"
+
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
-
-
-# --------------------------------------------------------------------------- readers
-
-
-class _Invalid(ValueError):
-    """A value a reader refuses: what is wrong (the caller names the key), the id, a hint."""
-
-    def __init__(self, message: str, check_id: str = E010_VALUE, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.check_id = check_id
-        self.hint = hint
-
-
-#: A reader takes the value as given and returns it converted, or raises ``_Invalid``.
-Reader = Callable[[Any], Any]
-
-
-def _show(value: object) -> str:
-    """A value in a message: only numbers and short names, never what could be a secret."""
-    if value is None or isinstance(value, bool | int | float | timedelta):
-        return repr(value)
-    return f"a {type(value).__name__}"
-
-
-def _as_seconds(value: object) -> float | None:
-    """A duration given as a number of seconds or a ``timedelta``; ``None`` if neither."""
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def _reader(what: str, convert: Callable[[Any], Any], *, optional: bool = False) -> Reader:
-    """A reader from ``convert`` (the converted value, or ``None`` to refuse it)."""
-    expected = f"None or {what}" if optional else what
-
-    def read(value: Any) -> Any:
-        if value is None and optional:
-            return None
-        converted = convert(value)
-        if converted is None:
-            raise _Invalid(f"must be {expected}, not {_show(value)}")
-        return converted
-
-    return read
-
-
-def _seconds(*, zero: bool = False, optional: bool = False) -> Reader:
-    """Seconds, as a number or a ``timedelta``: positive, or ``>= 0`` with ``zero``."""
-
-    def convert(value: object) -> float | None:
-        seconds = _as_seconds(value)
-        if seconds is None or seconds < 0 or (seconds == 0 and not zero):
-            return None
-        return seconds
-
-    what = "a number of seconds >= 0" if zero else "a positive number of seconds"
-    return _reader(f"{what} or a timedelta", convert, optional=optional)
-
-
-def _integer(minimum: int = 1, *, optional: bool = False, unit: str = "an integer") -> Reader:
-    def convert(value: object) -> int | None:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
-            return value
-        return None
-
-    return _reader(f"{unit} >= {minimum}", convert, optional=optional)
-
-
-def _rate(value: object) -> float | None:
-    number = None if isinstance(value, timedelta) else _as_seconds(value)
-    return number if number is not None and number > 0 else None
-
-
-def _flag(value: object) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-def _environment(value: object) -> str:
-    if isinstance(value, str) and value in ENVIRONMENTS:
-        return value
-    raise _Invalid(
-        f"unknown environment {value!r}" if isinstance(value, str) else "must be a string",
-        E003_ENVIRONMENT,
-        hint=f"Use one of {', '.join(sorted(ENVIRONMENTS))}, or set BASE_URL.",
-    )
-
-
-def _url(value: object, check_id: str, hint: str) -> str:
-    """An http(s) URL by the gateway's own rule (:func:`~.gateway.validation.check_base_url`)."""
-    try:
-        return check_base_url(value)
-    except ConfigurationError as exc:
-        reason = exc.message.removeprefix("base_url: ")
-        if isinstance(value, str):
-            reason = reason.replace(repr(value), "it")  # the URL could hold a password
-            if value != value.strip():
-                reason += " (this one has spaces or line breaks at its start or end)"
-        raise _Invalid(reason, check_id, hint) from None
-
-
-def _base_url(value: object) -> str | None:
-    if value is None:
-        return None
-    return _url(value, E004_BASE_URL, 'For example "https://api.huishouqian.com/api/acquiring".')
-
-
-def _notify_url(value: object) -> str | None:
-    if value is None:
-        return None
-    return _url(value, E010_VALUE, 'For example "https://shop.example.com/hsq/refund-notify/".')
-
-
-def _intervals(value: object) -> tuple[tuple[float, float], ...]:
-    pairs: list[tuple[float, float]] = []
-    if isinstance(value, list | tuple) and value:
-        for item in value:
-            if not (isinstance(item, list | tuple) and len(item) == 2):
-                break
-            age, interval = _as_seconds(item[0]), _as_seconds(item[1])
-            if age is None or interval is None or age <= 0 or interval <= 0:
-                break
-            if pairs and age <= pairs[-1][0]:
-                break
-            pairs.append((age, interval))
-        else:
-            return tuple(pairs)
-    raise _Invalid(
-        "must be a non-empty list of (age, interval) pairs of positive seconds, ages ascending",
-        E011_STEPS,
-        hint="For example [(600, 60), (3600, 300), (86400, 1800)].",
-    )
-
-
-def _backoff(value: object) -> tuple[float, ...]:
-    if isinstance(value, list | tuple) and value:
-        steps = [_as_seconds(step) for step in value]
-        if all(step is not None and step > 0 for step in steps):
-            return tuple(steps)  # type: ignore[arg-type]
-    raise _Invalid(
-        "must be a non-empty list of positive seconds",
-        E011_STEPS,
-        hint="For example [60, 300, 1800, 3600].",
-    )
-
-
-_PREFIX = re.compile(r"[A-Za-z0-9]{1,16}")
-
-
-def _trans_no_prefix(value: object) -> str:
-    if isinstance(value, str) and _PREFIX.fullmatch(value):
-        return value
-    raise _Invalid(f"must be 1 to 16 ASCII letters or digits, not {_show(value)}")
-
-
-def _cache_alias(value: object) -> str:
-    if isinstance(value, str) and value:
-        return value
-    raise _Invalid(f"must be the alias of a cache in CACHES, not {_show(value)}")
-
-
-def _read_only_dict(value: object) -> Mapping[str, Any]:
-    if isinstance(value, Mapping):
-        return MappingProxyType(dict(value))
-    raise _Invalid(f"must be a dict, not {_show(value)}")
-
-
-def _any(value: object) -> object:
-    return value
-
-
-def _sign_key(value: object) -> str:
-    if not isinstance(value, str):
-        raise _Invalid("must be a string", E007_SIGN_KEY)
-    if value != value.strip():
-        raise _Invalid("has leading or trailing whitespace", E007_SIGN_KEY)
-    return value
-
-
-def _password(value: object) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise _Invalid("must be a string", E008_PRIVATE_KEY_PASSWORD)
-    return value or None
 
 
 # --------------------------------------------------------------------------- the key table
@@ -302,7 +108,7 @@ class Setting:
 
     key: str
     default: Any
-    read: Reader
+    read: readers.Reader
     doc: str
     #: How the reference shows the default, when the value itself does not say it well.
     shown_default: str | None = None
@@ -314,15 +120,12 @@ class Setting:
     inherits: bool = False
 
 
-def _key(default: Any, read: Reader, doc: str, **options: Any) -> Any:
-    """A field of :class:`HsqRefundsSettings`: one key of ``HSQ_REFUNDS``."""
-    return dataclasses.field(metadata={"setting": (default, read, doc, options)})
-
-
-def _merchant_key(read: Reader, doc: str, *, secret: bool = False, **options: Any) -> Any:
-    """A field of :class:`MerchantSettings`: one key of a ``MERCHANTS`` entry, the field's name
-    in capitals."""
-    return dataclasses.field(repr=not secret, metadata={"setting": (None, read, doc, options)})
+def _key(
+    default: Any, read: readers.Reader, doc: str, *, secret: bool = False, **options: Any
+) -> Any:
+    """A field of a settings class: one key, the field's name in capitals (``repr`` hides a
+    ``secret`` one)."""
+    return dataclasses.field(repr=not secret, metadata={"setting": (default, read, doc, options)})
 
 
 def _settings_of(cls: type) -> Mapping[str, Setting]:
@@ -357,6 +160,12 @@ def _cycle_limit(values: Mapping[str, Any]) -> int:
     return max(values["TASK_BATCH_SIZE"], math.floor(values["SCHEDULE_MINUTES"] * 60 * per_second))
 
 
+_gateway_url = readers.url(E004_BASE_URL, '"https://api.huishouqian.com/api/acquiring"')
+_threshold = readers.seconds(optional=True)
+_count = readers.integer(1, optional=True, unit="a whole number")
+_share = readers.number("a share between 0 and 1 (0.2 is 20%)", 1, optional=True)
+
+
 @dataclass(frozen=True, kw_only=True)
 class MerchantSettings:
     """One merchant's credentials and gateway address; ``repr`` shows no secret.
@@ -365,37 +174,111 @@ class MerchantSettings:
     """
 
     merchant_no: str
-    sign_key: str = _merchant_key(
-        _sign_key,
+    sign_key: str = _key(
+        None,
+        readers.sign_key,
         "The 32-hex-character sign key HSQ issued with the certificates (签名混淆KEY). It is "
         "appended to what is signed, never sent.",
         required=True,
         secret=True,
     )
-    private_key: Any = _merchant_key(  # noqa: RUF009 - a dataclasses.field
-        _any,
+    private_key: Any = _key(  # noqa: RUF009 - a dataclasses.field
+        None,
+        readers.anything,
         "Your private key: a path to `<merchantNo>_pri.pfx` or a PEM file, or the PEM / base64 "
         "DER text itself (e.g. from an environment variable).",
         required=True,
         secret=True,
     )
-    private_key_password: str | None = _merchant_key(
-        _password,
+    private_key_password: str | None = _key(
+        None,
+        readers.password,
         "The password of the PKCS#12 file or of an encrypted PEM.",
         secret=True,
     )
-    platform_cert: Any = _merchant_key(  # noqa: RUF009 - a dataclasses.field
-        _any,
+    platform_cert: Any = _key(  # noqa: RUF009 - a dataclasses.field
+        None,
+        readers.anything,
         "HSQ's platform certificate `MANDAO_<merchantNo>_pub.cer` (a path, PEM or base64 text; "
         "a bare public key is accepted too), which verifies every answer.",
         required=True,
         secret=True,
     )
-    environment: str = _merchant_key(
-        _environment, "Overrides the global `ENVIRONMENT` for this merchant.", inherits=True
+    environment: str = _key(
+        None,
+        readers.environment,
+        "Overrides the global `ENVIRONMENT` for this merchant.",
+        inherits=True,
     )
-    base_url: str | None = _merchant_key(
-        _base_url, "Overrides the global `BASE_URL` for this merchant.", inherits=True
+    base_url: str | None = _key(
+        None,
+        _gateway_url,
+        "Overrides the global `BASE_URL` for this merchant.",
+        inherits=True,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthSettings:
+    """``HSQ_REFUNDS["HEALTH"]`` with every key filled in: the thresholds of
+    :mod:`hsq_refunds.health`; durations in seconds, ``None`` switches a threshold off."""
+
+    WINDOW: float = _key(
+        3600.0,
+        readers.seconds(),
+        "The recent past that the `failed_queries` and `signature` checks look at.",
+    )
+    ATTENTION_WARNING: int | None = _key(
+        1, _count, "A warning from this many refunds needing attention on."
+    )
+    ATTENTION_CRITICAL: int | None = _key(
+        None, _count, "Critical from this many refunds needing attention on."
+    )
+    UNFINISHED_WARNING: float | None = _key(
+        432000.0,
+        _threshold,
+        "A warning once the oldest unfinished refund is this old (5 days; bank cards take 1–3 "
+        "working days).",
+    )
+    UNFINISHED_CRITICAL: float | None = _key(
+        None, _threshold, "Critical once the oldest unfinished refund is this old."
+    )
+    OVERDUE_WARNING: float | None = _key(
+        900.0,
+        _threshold,
+        "A warning once a refund's next query is this long past: the scheduler or cron is not "
+        "running.",
+    )
+    OVERDUE_CRITICAL: float | None = _key(
+        3600.0, _threshold, "Critical once a refund's next query is this long past."
+    )
+    LAST_SYNC_WARNING: float | None = _key(
+        900.0,
+        _threshold,
+        "A warning once the last sync run finished this long ago, or the django-q2 schedule is "
+        "this late.",
+    )
+    LAST_SYNC_CRITICAL: float | None = _key(
+        3600.0,
+        _threshold,
+        "Critical once the last sync run finished this long ago, or the django-q2 schedule is "
+        "this late.",
+    )
+    FAILED_SHARE_WARNING: float | None = _key(
+        0.2, _share, "A warning from this share of failed queries in `WINDOW` on (0.2 is 20%)."
+    )
+    FAILED_SHARE_CRITICAL: float | None = _key(
+        0.5, _share, "Critical from this share of failed queries in `WINDOW` on."
+    )
+    FAILED_MIN_QUERIES: int = _key(
+        10,
+        readers.integer(0, unit="a whole number"),
+        "With fewer queries than this in `WINDOW`, their failed share is at most a warning.",
+    )
+    RUN_RETENTION_DAYS: int | None = _key(
+        30,
+        _count,
+        "The record of each sync run (`SyncRun`) is kept this many days (`None`: for ever).",
     )
 
 
@@ -409,38 +292,38 @@ class HsqRefundsSettings:
     # -- the gateway
     ENVIRONMENT: str = _key(
         "production",
-        _environment,
+        readers.environment,
         "`production`, `test` or `pre`: HSQ's three gateways.",
     )
     BASE_URL: str | None = _key(
         None,
-        _base_url,
+        _gateway_url,
         "An explicit gateway URL (e.g. the local sandbox); it wins over `ENVIRONMENT`.",
     )
     MERCHANTS: Mapping[str, MerchantSettings] = _key(
         MappingProxyType({}),
-        _any,
+        readers.anything,
         "HSQ merchant number -> that merchant's keys (below). A refund's merchant number selects "
         "its credentials; with one merchant, it is the default.",
     )
     CONNECT_TIMEOUT: float = _key(
-        5.0, _seconds(), "Seconds to connect to the gateway, per HTTP request."
+        5.0, readers.seconds(), "Seconds to connect to the gateway, per HTTP request."
     )
     READ_TIMEOUT: float = _key(
-        15.0, _seconds(), "Seconds to wait for each read of the gateway's answer."
+        15.0, readers.seconds(), "Seconds to wait for each read of the gateway's answer."
     )
     RETRIES: int = _key(
         2,
-        _integer(0),
+        readers.integer(0),
         "Retries of connection errors, timeouts and 5xx answers only (urllib3 `Retry`); business "
         "errors are never retried.",
     )
     BACKOFF_FACTOR: float = _key(
-        0.5, _seconds(zero=True), "urllib3's exponential backoff between those retries."
+        0.5, readers.seconds(zero=True), "urllib3's exponential backoff between those retries."
     )
     QUERY_DEADLINE: float = _key(
         None,
-        _seconds(optional=True),
+        readers.seconds(optional=True),
         "Seconds one query may take in all (connect, reads, retries). `None`: the longest the "
         "timeouts and retries allow, by `gateway.validation.query_deadline()` (120 with the "
         "defaults).",
@@ -448,33 +331,33 @@ class HsqRefundsSettings:
     )
     RATE_LIMIT: float | None = _key(
         None,
-        _reader("a positive number of queries per second", _rate, optional=True),
+        readers.number("a positive number of queries per second", optional=True),
         "At most this many queries per second per merchant, across every process (counted in "
         "`RATE_LIMIT_CACHE`). `None`: no limit.",
     )
     RATE_LIMIT_CACHE: str = _key(
         "default",
-        _cache_alias,
+        readers.cache_alias,
         "The alias in `CACHES` where processes share the `RATE_LIMIT` count; it must be a cache "
         "every process reaches (not `LocMemCache` or `DummyCache`).",
     )
     # -- the sync
-    CONCURRENCY: int = _key(8, _integer(1), "Queries in flight at once during a sync.")
-    CHUNK_SIZE: int = _key(100, _integer(1), "Refunds selected per database round trip.")
+    CONCURRENCY: int = _key(8, readers.integer(1), "Queries in flight at once during a sync.")
+    CHUNK_SIZE: int = _key(100, readers.integer(1), "Refunds selected per database round trip.")
     CLAIM_LEASE: float = _key(
         300.0,
-        _seconds(),
+        readers.seconds(),
         "Seconds a sync holds the refunds it claimed; a run killed half-way blocks nothing longer. "
         "At least twice `QUERY_DEADLINE`.",
     )
     FIRST_QUERY_DELAY: float = _key(
         60.0,
-        _seconds(zero=True),
+        readers.seconds(zero=True),
         "The first query, this long after the refund was applied for (HSQ: about a minute).",
     )
     NOTIFY_FIRST_QUERY_DELAY: float = _key(
         300.0,
-        _seconds(zero=True),
+        readers.seconds(zero=True),
         "The first query of a refund applied for with a `returnUrl` (`NOTIFY_URL`): HSQ's "
         "notification is awaited this long first.",
     )
@@ -486,47 +369,49 @@ class HsqRefundsSettings:
             (345600.0, 3600.0),
             (1209600.0, 10800.0),
         ),
-        _intervals,
+        readers.intervals,
         "`[(age, interval), …]`: while a refund is younger than `age` it is asked again every "
         "`interval`; past the last age, at the last interval.",
     )
     NOT_FOUND_GRACE: float = _key(
         1800.0,
-        _seconds(zero=True),
+        readers.seconds(zero=True),
         '"Order does not exist" (200004/200009) is normal this long after applying; later the '
         "refund is flagged.",
     )
     MAX_AGE: float = _key(
         1209600.0,
-        _seconds(),
+        readers.seconds(),
         "Stop asking about an unfinished refund this long after applying, and flag it.",
         shown_default="`1209600` (14 days)",
     )
     ERROR_BACKOFF: tuple[float, ...] = _key(
         (60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0),
-        _backoff,
+        readers.backoff,
         "Waits after 1, 2, 3… consecutive failed queries (the last one repeats), never shorter "
         "than the normal interval; a signed gateway error starts two steps further along.",
     )
     ATTENTION_AFTER_ERRORS: int = _key(
         5,
-        _integer(1),
+        readers.integer(1),
         "After this many consecutive failed queries a refund is flagged for a person.",
     )
     QUERY_LOG_RETENTION_DAYS: int | None = _key(
         90,
-        _integer(1, optional=True, unit="a whole number of days"),
+        readers.integer(1, optional=True, unit="a whole number of days"),
         "`manage.py prune_refund_queries` deletes `RefundQuery` rows older than this many days "
         "(`None`: keep them).",
     )
     # -- django-q2
     TASK_BATCH_SIZE: int = _key(
-        100, _integer(1), "Refunds per django-q2 task when a sync fans out."
+        100, readers.integer(1), "Refunds per django-q2 task when a sync fans out."
     )
-    SCHEDULE_MINUTES: int = _key(1, _integer(1), "Minutes between scheduled django-q2 syncs.")
+    SCHEDULE_MINUTES: int = _key(
+        1, readers.integer(1), "Minutes between scheduled django-q2 syncs."
+    )
     CYCLE_LIMIT: int = _key(
         None,
-        _integer(1, optional=True),
+        readers.integer(1, optional=True),
         "The most refunds one scheduled cycle queues. `None`: what the cycle can work through "
         "before the next, `max(TASK_BATCH_SIZE, SCHEDULE_MINUTES × 60 × min(RATE_LIMIT, "
         "CONCURRENCY / 0.1 s))` (4800 with the defaults).",
@@ -535,40 +420,40 @@ class HsqRefundsSettings:
     # -- applying for refunds, and HSQ's notifications
     REFUND_TYPE: int = _key(
         2,
-        _integer(0),
+        readers.integer(0),
         "The `refundType` sent with each application; HSQ does not publish its meaning.",
     )
     TRANS_NO_PREFIX: str = _key(
         "RF",
-        _trans_no_prefix,
+        readers.trans_no_prefix,
         "The start of the transNos the app generates for new refunds: 1 to 16 ASCII letters or "
         "digits.",
     )
     NOTIFY_URL: str | None = _key(
         None,
-        _notify_url,
+        readers.url(E010_VALUE, '"https://shop.example.com/hsq/refund-notify/"'),
         "The http(s) URL HSQ notifies when a refund finishes, sent as `returnUrl`; it must lead "
         "to the view `hsq_refunds:refund_notify`. `None`: no notifications, polling only.",
     )
     TRACK_UNKNOWN_NOTIFICATIONS: bool = _key(
         True,
-        _reader("True or False", _flag),
+        readers.flag,
         "Whether a verified notification about a refund the app does not track starts tracking it.",
     )
     # -- the admin, and health
     ADMIN_SYNC_LIMIT: int = _key(
-        20, _integer(1), "The admin refreshes at most this many refunds inside a request."
+        20, readers.integer(1), "The admin refreshes at most this many refunds inside a request."
     )
     ALLOW_ADMIN_DELETE: bool = _key(
         False,
-        _reader("True or False", _flag),
+        readers.flag,
         "Whether the admin may delete refunds (its audit trail goes with them).",
     )
-    HEALTH: Mapping[str, Any] = _key(
+    HEALTH: HealthSettings = _key(  # noqa: RUF009 - a dataclasses.field
         MappingProxyType({}),
-        _read_only_dict,
-        "Thresholds of the health checks (`manage.py hsq_refunds_health`), checked by "
-        "`hsq_refunds.health`.",
+        readers.mapping,
+        "The thresholds of the health checks (`manage.py hsq_refunds_health`): a dict of the "
+        "`HEALTH` keys below.",
     )
 
 
@@ -576,6 +461,8 @@ class HsqRefundsSettings:
 _SETTINGS = _settings_of(HsqRefundsSettings)
 #: Every key of a ``MERCHANTS`` entry.
 _MERCHANT_SETTINGS = _settings_of(MerchantSettings)
+#: Every key of ``HEALTH``.
+_HEALTH_SETTINGS = _settings_of(HealthSettings)
 
 #: The defaults of every optional key (every key but ``MERCHANTS``).
 DEFAULTS: Mapping[str, Any] = MappingProxyType(
@@ -595,32 +482,54 @@ def merchant_settings_table() -> Mapping[str, Setting]:
     return _MERCHANT_SETTINGS
 
 
+def health_settings_table() -> Mapping[str, Setting]:
+    """Every key of ``HEALTH``."""
+    return _HEALTH_SETTINGS
+
+
 # --------------------------------------------------------------------------- parsing
 
 
-class _Collector:
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
+class _Problems(list[Problem]):
     def add(self, check_id: str, path: str, message: str, hint: str = "") -> None:
-        level = "error" if check_id.startswith("hsq_refunds.E") else "warning"
-        self.problems.append(Problem(level, check_id, path, message, hint))
+        self.append(Problem(check_id, path, message, hint))
 
-    def read(self, setting: Setting, value: object, *keys: str) -> tuple[bool, Any]:
-        """``(True, converted)``, or ``(False, None)`` with the problem recorded."""
-        try:
-            return True, setting.read(value)
-        except _Invalid as exc:
-            self.add(exc.check_id, setting_path(*keys), exc.message, exc.hint)
-            return False, None
+
+def _read_keys(
+    out: _Problems, table: Mapping[str, Setting], raw: Mapping[Any, Any], *path: str
+) -> tuple[dict[str, Any], bool]:
+    """The keys of ``table`` that ``raw`` gives, converted, and whether every one of them was.
+
+    An unknown key and a value its reader refuses are reported and left out.
+    """
+    for key in raw:
+        if key not in table:
+            out.add(
+                W001_UNKNOWN_KEY,
+                setting_path(*path, str(key)),
+                "unknown key; it is ignored",
+                hint=f"The keys are {', '.join(table)}.",
+            )
+    given: dict[str, Any] = {}
+    for key, setting in table.items():
+        if key in raw:
+            try:
+                given[key] = setting.read(raw[key])
+            except readers.Invalid as exc:
+                out.add(exc.check_id, setting_path(*path, key), exc.message, exc.hint)
+    return given, all(key in given for key in raw if key in table)
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, str | bytes) and not value.strip())
 
 
 def _merchant(
-    out: _Collector, merchant_no: object, value: object, inherited: Mapping[str, Any]
+    out: _Problems, merchant_no: object, value: object, inherited: Mapping[str, Any]
 ) -> MerchantSettings | None:
     path = setting_path("MERCHANTS", str(merchant_no))
     if not isinstance(merchant_no, str):
-        out.add(E005_MERCHANTS, path, "merchant numbers must be strings", hint='Write "8140...".')
+        out.add(E005_MERCHANTS, path, "merchant numbers must be strings", 'Write "8140...".')
         return None
     try:
         check_merchant_no(merchant_no)
@@ -635,82 +544,66 @@ def _merchant(
     if not isinstance(value, Mapping):
         out.add(E005_MERCHANTS, path, "must be a dict of this merchant's keys")
         return None
-    for key in value:
-        if key not in _MERCHANT_SETTINGS:
-            out.add(
-                W001_UNKNOWN_KEY,
-                setting_path("MERCHANTS", merchant_no, str(key)),
-                "unknown setting name; it is ignored",
-                hint=f"Merchant keys are {', '.join(MERCHANT_KEYS)}.",
-            )
-    fields: dict[str, Any] = {}
-    complete = True
-    for key, setting in _MERCHANT_SETTINGS.items():
-        item = value.get(key)
-        if setting.required and (
-            item is None or (isinstance(item, str | bytes) and not item.strip())
-        ):
-            out.add(
-                E006_MERCHANT_KEY_MISSING,
-                setting_path("MERCHANTS", merchant_no, key),
-                "is missing or empty",
-            )
-            complete = False
-            continue
-        if key not in value:
-            fields[key.lower()] = inherited[key] if setting.inherits else None
-            continue
-        ok, converted = out.read(setting, item, "MERCHANTS", merchant_no, key)
-        complete = complete and ok
-        fields[key.lower()] = converted
-    if not complete:
+    missing = [
+        key for key in MERCHANT_KEYS if _MERCHANT_SETTINGS[key].required and _blank(value.get(key))
+    ]
+    for key in missing:
+        out.add(
+            E006_MERCHANT_KEY_MISSING,
+            setting_path("MERCHANTS", merchant_no, key),
+            "is missing or empty",
+        )
+    present = {key: item for key, item in value.items() if key not in missing}
+    given, complete = _read_keys(out, _MERCHANT_SETTINGS, present, "MERCHANTS", merchant_no)
+    if missing or not complete:
         return None
+    fields: dict[str, Any] = {
+        key.lower(): given.get(key, inherited[key] if setting.inherits else None)
+        for key, setting in _MERCHANT_SETTINGS.items()
+    }
     return MerchantSettings(merchant_no=merchant_no, **fields)
 
 
+def _health(out: _Problems, raw: Mapping[Any, Any]) -> HealthSettings:
+    given, _ = _read_keys(out, _HEALTH_SETTINGS, raw, "HEALTH")
+    values = {key: given.get(key, setting.default) for key, setting in _HEALTH_SETTINGS.items()}
+    for low in [key for key in values if key.endswith("_WARNING")]:
+        high = low.removesuffix("_WARNING") + "_CRITICAL"
+        if None not in (values[low], values[high]) and values[high] < values[low]:
+            out.add(
+                E010_VALUE,
+                setting_path("HEALTH", high),
+                f"must not be below {setting_path('HEALTH', low)} "
+                f"({values[high]:g} < {values[low]:g})",
+            )
+    return HealthSettings(**values)
+
+
 def _parse(raw: object) -> tuple[HsqRefundsSettings, list[Problem]]:
-    out = _Collector()
+    out = _Problems()
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         out.add(E001_NOT_A_DICT, "HSQ_REFUNDS", "must be a dict")
         raw = {}
-    for key in raw:
-        if key not in _SETTINGS:
-            out.add(
-                W001_UNKNOWN_KEY,
-                setting_path(str(key)),
-                "unknown setting name; it is ignored",
-                hint="See the settings reference: python -m hsq_refunds.conf",
-            )
-    values: dict[str, Any] = {}
-    for key, setting in _SETTINGS.items():
-        if key == "MERCHANTS":
-            continue
-        if key not in raw:
-            values[key] = setting.default
-            continue
-        ok, converted = out.read(setting, raw[key], key)
-        values[key] = converted if ok else setting.default
+    given, _ = _read_keys(out, _SETTINGS, raw)
+    values = {key: given.get(key, setting.default) for key, setting in _SETTINGS.items()}
     for key, setting in _SETTINGS.items():
         if setting.compute is not None and values[key] is None:
             values[key] = setting.compute(values)
-
-    merchants_raw = raw.get("MERCHANTS", {})
-    merchants: dict[str, MerchantSettings] = {}
-    if merchants_raw is None:
-        merchants_raw = {}
+    values["HEALTH"] = _health(out, values["HEALTH"])
+    merchants_raw = {} if values["MERCHANTS"] is None else values["MERCHANTS"]
     if not isinstance(merchants_raw, Mapping):
         out.add(
             E005_MERCHANTS, setting_path("MERCHANTS"), "must be a dict of merchant number -> keys"
         )
         merchants_raw = {}
+    merchants: dict[str, MerchantSettings] = {}
     for merchant_no, entry in merchants_raw.items():
         merchant = _merchant(out, merchant_no, entry, values)
         if merchant is not None:
             merchants[merchant.merchant_no] = merchant
     values["MERCHANTS"] = MappingProxyType(merchants)
-
     result = HsqRefundsSettings(**values)
     _check_lease(out, result)
     if not raw.get("MERCHANTS"):
@@ -720,10 +613,10 @@ def _parse(raw: object) -> tuple[HsqRefundsSettings, list[Problem]]:
             "no merchants are configured; refunds cannot be queried",
             hint="Add each merchant's SIGN_KEY, PRIVATE_KEY and PLATFORM_CERT.",
         )
-    return result, out.problems
+    return result, out
 
 
-def _check_lease(out: _Collector, current: HsqRefundsSettings) -> None:
+def _check_lease(out: _Problems, current: HsqRefundsSettings) -> None:
     """A claim must outlast a refund's wait in the queue plus its slowest possible query."""
     deadline = current.QUERY_DEADLINE
     if current.CLAIM_LEASE < 2 * deadline:
@@ -738,95 +631,25 @@ def _check_lease(out: _Collector, current: HsqRefundsSettings) -> None:
         )
 
 
-# --------------------------------------------------------------------------- the reference
-
-
-def _markdown_value(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return repr(value)
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, Mapping):
-        return (
-            "{"
-            + ", ".join(f"{_markdown_value(k)}: {_markdown_value(v)}" for k, v in value.items())
-            + "}"
-        )
-    if isinstance(value, tuple) and value and all(isinstance(item, tuple) for item in value):
-        return (
-            "["
-            + ", ".join("(" + ", ".join(map(_markdown_value, item)) + ")" for item in value)
-            + "]"
-        )
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(map(_markdown_value, value)) + "]"
-    return repr(value)
-
-
-def settings_reference_markdown() -> str:
-    """The settings reference, as the README's "Settings" section holds it: every key of
-    ``HSQ_REFUNDS`` and of a ``MERCHANTS`` entry, and every check id."""
-    lines = [
-        "Every key of `HSQ_REFUNDS` (durations in seconds, or a `timedelta`):",
-        "",
-        "| key | default | |",
-        "|---|---|---|",
-    ]
-    for key, setting in _SETTINGS.items():
-        default = setting.shown_default or f"`{_markdown_value(setting.default)}`"
-        lines.append(f"| `{key}` | {default} | {setting.doc} |")
-    lines += [
-        "",
-        "Every key of one `MERCHANTS` entry:",
-        "",
-        "| key | | |",
-        "|---|---|---|",
-    ]
-    for key, setting in _MERCHANT_SETTINGS.items():
-        given = (
-            "required" if setting.required else "the global one" if setting.inherits else "`None`"
-        )
-        lines.append(f"| `{key}` | {given} | {setting.doc} |")
-    lines += ["", "The ids of `manage.py check`:", "", "| id | |", "|---|---|"]
-    lines += [f"| `{check_id}` | {meaning} |" for check_id, meaning in CHECK_IDS.items()]
-    return "\n".join(lines) + "\n"
-
-
 # --------------------------------------------------------------------------- cached state
 
-
-class _State:
-    """The parsed setting and the clients built from it, dropped when the setting changes."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.parsed: tuple[HsqRefundsSettings, list[Problem]] | None = None
-        self.clients: dict[str, HsqClient] = {}
-
-    def reset(self) -> None:
-        with self.lock:
-            clients, self.clients, self.parsed = self.clients, {}, None
-        for client in clients.values():
-            client.close()
-
-
-_state = _State()
+_lock = threading.Lock()
+_parsed: list[tuple[HsqRefundsSettings, list[Problem]]] = []  # the setting, once read
 
 
 @receiver(setting_changed, dispatch_uid="hsq_refunds.conf.reset")
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting == "HSQ_REFUNDS":
-        _state.reset()
+        with _lock:
+            _parsed.clear()
 
 
 def inspect_settings() -> tuple[HsqRefundsSettings, list[Problem]]:
     """The parsed setting and every problem found in it, keys not yet loaded."""
-    with _state.lock:
-        if _state.parsed is None:
-            _state.parsed = _parse(getattr(django_settings, "HSQ_REFUNDS", None))
-        return _state.parsed
+    with _lock:
+        if not _parsed:
+            _parsed.append(_parse(getattr(django_settings, "HSQ_REFUNDS", None)))
+        return _parsed[0]
 
 
 def get_settings() -> HsqRefundsSettings:
@@ -851,77 +674,3 @@ def default_merchant_no() -> str | None:
     """The merchant used when none is given: the only one configured, else ``None``."""
     merchants = merchant_numbers()
     return merchants[0] if len(merchants) == 1 else None
-
-
-def get_client(merchant_no: str | None = None) -> HsqClient:
-    """The client of ``merchant_no`` (default: the only merchant), built once and cached.
-
-    Its keys are parsed once and it holds one connection pool; it is safe to share between
-    threads. Raises :class:`~hsq_refunds.gateway.ConfigurationError` for a merchant that is
-    not configured or whose keys cannot be loaded, naming the setting.
-    """
-    current = get_settings()
-    if merchant_no is None:
-        merchant_no = default_merchant_no()
-        if merchant_no is None:
-            raise ConfigurationError(
-                f"{setting_path('MERCHANTS')}: no merchants are configured"
-                if not current.MERCHANTS
-                else "several merchants are configured; say which merchant number to use"
-            )
-    with _state.lock:
-        client = _state.clients.get(merchant_no)
-        if client is not None:
-            return client
-        merchant = current.MERCHANTS.get(merchant_no)
-        if merchant is None:
-            raise ConfigurationError(
-                f"merchant {merchant_no!r} is not configured in {setting_path('MERCHANTS')}"
-            )
-        client = _build_client(current, merchant)
-        _state.clients[merchant_no] = client
-        return client
-
-
-def _rate_limiter(current: HsqRefundsSettings, merchant_no: str) -> SharedRateLimiter | None:
-    """``RATE_LIMIT`` for one merchant, shared by every process through ``RATE_LIMIT_CACHE``.
-
-    A query may wait for its turn as long as its claim (``CLAIM_LEASE``) still leaves it the
-    whole ``QUERY_DEADLINE`` afterwards.
-    """
-    if current.RATE_LIMIT is None:
-        return None
-    return SharedRateLimiter(
-        current.RATE_LIMIT,
-        merchant_no=merchant_no,
-        cache_alias=current.RATE_LIMIT_CACHE,
-        max_wait=max(1.0, current.CLAIM_LEASE - current.QUERY_DEADLINE),
-    )
-
-
-def _build_client(current: HsqRefundsSettings, merchant: MerchantSettings) -> HsqClient:
-    try:
-        return HsqClient(
-            merchant_no=merchant.merchant_no,
-            sign_key=merchant.sign_key,
-            private_key=merchant.private_key,
-            private_key_password=merchant.private_key_password,
-            platform_key=merchant.platform_cert,
-            base_url=merchant.base_url,
-            environment=merchant.environment,
-            connect_timeout=current.CONNECT_TIMEOUT,
-            read_timeout=current.READ_TIMEOUT,
-            retries=current.RETRIES,
-            backoff_factor=current.BACKOFF_FACTOR,
-            deadline=current.QUERY_DEADLINE,
-            rate_limit=_rate_limiter(current, merchant.merchant_no),
-            pool_maxsize=max(32, current.CONCURRENCY),
-        )
-    except ConfigurationError as exc:
-        raise ConfigurationError(
-            f"{setting_path('MERCHANTS', merchant.merchant_no)}: {exc.message}"
-        ) from None
-
-
-if __name__ == "__main__":
-    print(settings_reference_markdown(), end="")

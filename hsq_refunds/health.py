@@ -28,8 +28,9 @@ The checks:
 
 When the database cannot be read, the report holds the one check ``database``, critical.
 
-Thresholds: ``HSQ_REFUNDS["HEALTH"]``, a dict of the keys of :data:`HEALTH_DEFAULTS`
-(durations in seconds or a ``timedelta``; ``None`` switches a threshold off)::
+Thresholds: ``HSQ_REFUNDS["HEALTH"]``, a dict of the keys of
+:class:`~hsq_refunds.conf.HealthSettings` (durations in seconds or a ``timedelta``; ``None``
+switches a threshold off)::
 
     HSQ_REFUNDS = {..., "HEALTH": {"OVERDUE_WARNING": 600, "UNFINISHED_WARNING": None}}
 
@@ -46,12 +47,12 @@ import contextlib
 import logging
 import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import IntEnum
-from types import FrameType, MappingProxyType
+from types import FrameType
 from typing import Any
 
 from django.apps import apps
@@ -61,16 +62,14 @@ from django.db.models import Count, Max, Min
 from django.utils import timezone, translation
 from django.utils.translation import gettext, ngettext, pgettext
 
-from .conf import inspect_settings, setting_path
+from .conf import HealthSettings, inspect_settings, setting_path
 from .gateway import ConfigurationError
 from .models import Refund, RefundQuery, SyncRun, SyncTrigger
 from .rules import ERROR_OUTCOMES, FINAL_STATUSES, AttentionReason, Outcome, Status
 
 __all__ = [
-    "HEALTH_DEFAULTS",
     "HealthCheck",
     "HealthReport",
-    "HealthSettings",
     "HealthStatus",
     "check_health",
     "current_trigger",
@@ -81,152 +80,20 @@ __all__ = [
 
 logger = logging.getLogger("hsq_refunds.health")
 
-#: The keys of ``HSQ_REFUNDS["HEALTH"]`` and their defaults (durations in seconds).
-HEALTH_DEFAULTS: Mapping[str, Any] = MappingProxyType(
-    {
-        # The recent past that "failed_queries" and "signature" look at.
-        "WINDOW": 3600.0,
-        # Refunds needing attention: warn (critical) from this many on.
-        "ATTENTION_WARNING": 1,
-        "ATTENTION_CRITICAL": None,
-        # An unfinished refund older than this (bank cards take 1-3 working days).
-        "UNFINISHED_WARNING": 5 * 86400.0,
-        "UNFINISHED_CRITICAL": None,
-        # A refund whose next query is this long past.
-        "OVERDUE_WARNING": 900.0,
-        "OVERDUE_CRITICAL": 3600.0,
-        # No sync run has finished for this long (or none ever has: a warning).
-        "LAST_SYNC_WARNING": 900.0,
-        "LAST_SYNC_CRITICAL": 3600.0,
-        # The share of failed queries in WINDOW, judged once there are FAILED_MIN_QUERIES;
-        # with fewer, at most a warning.
-        "FAILED_SHARE_WARNING": 0.2,
-        "FAILED_SHARE_CRITICAL": 0.5,
-        "FAILED_MIN_QUERIES": 10,
-        # Sync runs are kept this many days (None: kept for ever).
-        "RUN_RETENTION_DAYS": 30,
-    }
-)
-_DURATIONS = (
-    "WINDOW",
-    "UNFINISHED_WARNING",
-    "UNFINISHED_CRITICAL",
-    "OVERDUE_WARNING",
-    "OVERDUE_CRITICAL",
-    "LAST_SYNC_WARNING",
-    "LAST_SYNC_CRITICAL",
-)
-_SHARES = ("FAILED_SHARE_WARNING", "FAILED_SHARE_CRITICAL")
-_REQUIRED = frozenset({"WINDOW", "FAILED_MIN_QUERIES"})
-_PAIRS = (
-    ("ATTENTION_WARNING", "ATTENTION_CRITICAL"),
-    ("UNFINISHED_WARNING", "UNFINISHED_CRITICAL"),
-    ("OVERDUE_WARNING", "OVERDUE_CRITICAL"),
-    ("LAST_SYNC_WARNING", "LAST_SYNC_CRITICAL"),
-    ("FAILED_SHARE_WARNING", "FAILED_SHARE_CRITICAL"),
-)
 _OPEN_STATUSES = [status for status in Status.values if status not in FINAL_STATUSES]
-_MISSING = object()
 
 
 # --------------------------------------------------------------------------- thresholds
 
 
-@dataclass(frozen=True)
-class HealthSettings:
-    """``HSQ_REFUNDS["HEALTH"]`` with defaults filled in; durations in seconds."""
-
-    WINDOW: float
-    ATTENTION_WARNING: int | None
-    ATTENTION_CRITICAL: int | None
-    UNFINISHED_WARNING: float | None
-    UNFINISHED_CRITICAL: float | None
-    OVERDUE_WARNING: float | None
-    OVERDUE_CRITICAL: float | None
-    LAST_SYNC_WARNING: float | None
-    LAST_SYNC_CRITICAL: float | None
-    FAILED_SHARE_WARNING: float | None
-    FAILED_SHARE_CRITICAL: float | None
-    FAILED_MIN_QUERIES: int
-    RUN_RETENTION_DAYS: int | None
-
-    @classmethod
-    def from_mapping(cls, raw: object) -> HealthSettings:
-        """Validate ``raw`` (the ``HEALTH`` dict); raise ``ConfigurationError`` naming the key."""
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            raise ConfigurationError(
-                f"{setting_path('HEALTH')}: must be a dict of thresholds, not {type(raw).__name__}"
-            )
-        unknown = sorted(str(key) for key in raw if key not in HEALTH_DEFAULTS)
-        if unknown:
-            raise ConfigurationError(
-                f"{setting_path('HEALTH', unknown[0])}: unknown key; the keys are "
-                + ", ".join(HEALTH_DEFAULTS)
-            )
-        values = {**HEALTH_DEFAULTS, **raw}
-        parsed = {key: _parse_threshold(key, value) for key, value in values.items()}
-        for low, high in _PAIRS:
-            if parsed[low] is not None and parsed[high] is not None and parsed[high] < parsed[low]:
-                raise ConfigurationError(
-                    f"{setting_path('HEALTH', high)}: must not be below "
-                    f"{setting_path('HEALTH', low)} ({_show(values[high])} < {_show(values[low])})"
-                )
-        return cls(**parsed)
-
-
-def _show(value: object) -> str:
-    return repr(value) if not isinstance(value, timedelta) else f"{value.total_seconds():g} s"
-
-
-def _parse_threshold(key: str, value: object) -> Any:
-    path = setting_path("HEALTH", key)
-    if value is None:
-        if key in _REQUIRED:
-            raise ConfigurationError(f"{path}: must be set, not None")
-        return None
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if key in _DURATIONS:
-        seconds: Any = value.total_seconds() if isinstance(value, timedelta) else value
-        if not (isinstance(value, timedelta) or is_number) or not seconds > 0:
-            raise ConfigurationError(
-                f"{path}: must be a positive number of seconds or a timedelta"
-                f"{'' if key in _REQUIRED else ' (or None)'}, not {_show(value)}"
-            )
-        return float(seconds)
-    if key in _SHARES:
-        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
-            raise ConfigurationError(
-                f"{path}: must be a share between 0 and 1 (0.2 is 20%), or None, not {_show(value)}"
-            )
-        return float(value)
-    minimum = 0 if key == "FAILED_MIN_QUERIES" else 1
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigurationError(
-            f"{path}: must be a whole number >= {minimum}"
-            f"{'' if key in _REQUIRED else ' (or None)'}, not {_show(value)}"
-        )
-    return value
-
-
-def _raw_health() -> object:
+def health_settings() -> HealthSettings:
+    """``HSQ_REFUNDS["HEALTH"]``; raises ``ConfigurationError`` naming a bad or unknown key
+    (``manage.py check`` reports them too)."""
     parsed, problems = inspect_settings()
     for problem in problems:
-        # conf.py's own word on the key (it checks that it is a dict).
-        if problem.level == "error" and problem.path.startswith(setting_path("HEALTH")):
+        if problem.path.startswith(setting_path("HEALTH")):
             raise ConfigurationError(str(problem))
-    value = getattr(parsed, "HEALTH", _MISSING)
-    if value is _MISSING:
-        # A conf.py that does not know the key yet: read it from the setting itself.
-        raw = getattr(django_settings, "HSQ_REFUNDS", None)
-        value = raw.get("HEALTH") if isinstance(raw, Mapping) else None
-    return value
-
-
-def health_settings() -> HealthSettings:
-    """``HSQ_REFUNDS["HEALTH"]``, validated; raises ``ConfigurationError`` naming a bad key."""
-    return HealthSettings.from_mapping(_raw_health())
+    return parsed.HEALTH
 
 
 # --------------------------------------------------------------------------- the report

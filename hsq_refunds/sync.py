@@ -66,7 +66,8 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from .apply import in_caller_transaction, send_queued
-from .conf import HsqRefundsSettings, get_client, get_settings, merchant_numbers, setting_path
+from .clients import get_client
+from .conf import HsqRefundsSettings, get_settings, merchant_numbers, setting_path
 from .gateway import ConfigurationError, HsqClient, RefundQueryResult
 from .health import current_trigger, record_sync_run
 from .models import AnsweredRefund, Refund, RefundQuery, audit_row, write_answers

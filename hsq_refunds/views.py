@@ -31,8 +31,9 @@ from django.utils import timezone
 from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 
+from .clients import get_client
 from .columns import CODE_LENGTH, RESP_MSG_LENGTH, TRADE_NO_LENGTH, TRANS_NO_LENGTH
-from .conf import get_client, get_settings
+from .conf import get_settings
 from .gateway import ConfigurationError, HsqError, RefundQueryResult, SignatureError
 from .gateway.notification import NOTIFICATION_FIELDS, notification_merchant_no
 from .models import Refund, RefundQuery, Source, record_answer, validate_trans_no

@@ -84,7 +84,8 @@ def _random_kills(args: argparse.Namespace) -> int:
     from django.db import connections, transaction
 
     from hsq_refunds import apply as apply_module
-    from hsq_refunds.conf import default_merchant_no, get_client
+    from hsq_refunds.clients import get_client
+    from hsq_refunds.conf import default_merchant_no
     from hsq_refunds.models import Refund
 
     get_client(default_merchant_no())  # keys and settings loaded once, before the forks
@@ -163,7 +164,8 @@ def main(argv: list[str]) -> int:
     from django.db import connection, transaction
 
     from hsq_refunds import apply as apply_module
-    from hsq_refunds.conf import default_merchant_no, get_client
+    from hsq_refunds.clients import get_client
+    from hsq_refunds.conf import default_merchant_no
     from hsq_refunds.exceptions import RefundRefused
     from hsq_refunds.models import Refund
 

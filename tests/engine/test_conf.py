@@ -16,8 +16,8 @@ from django.test import override_settings
 from django.urls import include, path
 from django.utils import translation
 
-from hsq_refunds import conf
-from hsq_refunds.checks import (
+from hsq_refunds import clients, conf
+from hsq_refunds.check_ids import (
     E004_BASE_URL,
     E005_MERCHANTS,
     E010_VALUE,
@@ -118,12 +118,12 @@ def test_a_bad_value_is_a_configuration_error_naming_the_key(settings, key, valu
 
 def test_clients_are_built_once_per_merchant_and_rebuilt_after_a_change(settings, merchant):
     settings.HSQ_REFUNDS = {"ENVIRONMENT": "test", "MERCHANTS": {"888000000001": merchant}}
-    client = conf.get_client("888000000001")
+    client = clients.get_client("888000000001")
     assert isinstance(client, HsqClient)
-    assert conf.get_client() is client
+    assert clients.get_client() is client
     assert client.base_url == "https://test-api.huishouqian.com/api/acquiring"
     settings.HSQ_REFUNDS = {"ENVIRONMENT": "pre", "MERCHANTS": {"888000000001": merchant}}
-    rebuilt = conf.get_client()
+    rebuilt = clients.get_client()
     assert rebuilt is not client
     assert rebuilt.base_url == "https://api-pre.huishouqian.com/api/acquiring"
 
@@ -136,13 +136,13 @@ def test_one_merchant_is_the_default_several_are_not(settings, merchant):
     assert conf.merchant_numbers() == ["888000000001", "888000000002"]
     assert conf.default_merchant_no() is None
     with pytest.raises(ConfigurationError, match="several merchants"):
-        conf.get_client()
+        clients.get_client()
 
 
 def test_an_unknown_merchant_is_named(settings, merchant):
     settings.HSQ_REFUNDS = {"MERCHANTS": {"888000000001": merchant}}
     with pytest.raises(ConfigurationError, match="'999'"):
-        conf.get_client("999")
+        clients.get_client("999")
 
 
 def test_per_merchant_environment_and_url_override_the_global_ones(settings, merchant):
@@ -154,9 +154,9 @@ def test_per_merchant_environment_and_url_override_the_global_ones(settings, mer
             "3": merchant,
         },
     }
-    assert conf.get_client("1").base_url == "https://api.huishouqian.com/api/acquiring"
-    assert conf.get_client("2").base_url == "http://127.0.0.1:1/api/acquiring"
-    assert conf.get_client("3").base_url == "https://test-api.huishouqian.com/api/acquiring"
+    assert clients.get_client("1").base_url == "https://api.huishouqian.com/api/acquiring"
+    assert clients.get_client("2").base_url == "http://127.0.0.1:1/api/acquiring"
+    assert clients.get_client("3").base_url == "https://test-api.huishouqian.com/api/acquiring"
 
 
 def test_settings_take_timeouts_and_rate_limit_to_the_client(settings, merchant):
@@ -166,7 +166,7 @@ def test_settings_take_timeouts_and_rate_limit_to_the_client(settings, merchant)
         "RATE_LIMIT": 4,
         "MERCHANTS": {"888000000001": merchant},
     }
-    client = conf.get_client()
+    client = clients.get_client()
     assert client.timeout == (2.0, 7.0)
     assert client.rate_limit == 4.0
 
@@ -176,7 +176,7 @@ def test_a_key_that_cannot_be_loaded_names_the_merchant(settings, merchant):
         "MERCHANTS": {"888000000001": {**merchant, "PRIVATE_KEY_PASSWORD": "wrong"}}
     }
     with pytest.raises(ConfigurationError) as caught:
-        conf.get_client()
+        clients.get_client()
     assert 'HSQ_REFUNDS["MERCHANTS"]["888000000001"]' in str(caught.value)
     assert "password" in str(caught.value)
 
@@ -431,7 +431,8 @@ def test_the_new_keys_have_their_documented_defaults(settings):
     assert current.ALLOW_ADMIN_DELETE is False
     assert current.CYCLE_LIMIT == 60 * 8 * 10
     assert current.RATE_LIMIT_CACHE == "default"
-    assert dict(current.HEALTH) == {}
+    assert (current.HEALTH.WINDOW, current.HEALTH.OVERDUE_WARNING) == (3600.0, 900.0)
+    assert (current.HEALTH.ATTENTION_CRITICAL, current.HEALTH.RUN_RETENTION_DAYS) == (None, 30)
 
 
 @pytest.mark.parametrize(
@@ -518,15 +519,15 @@ def test_a_bad_new_value_is_an_e010_naming_the_key(settings, key, value):
     assert found[0].msg.startswith(f'HSQ_REFUNDS["{key}"]: ')
 
 
-def test_health_is_kept_as_a_read_only_mapping(settings):
-    given = {"MAX_QUEUE_AGE": 600, "MAX_ERROR_RATE": 0.2}
+def test_health_is_read_into_read_only_thresholds(settings):
+    given = {"OVERDUE_WARNING": 600, "FAILED_SHARE_WARNING": 0.2}
     settings.HSQ_REFUNDS = {"HEALTH": given}
     health = conf.get_settings().HEALTH
-    assert dict(health) == given
-    with pytest.raises(TypeError):
-        health["MAX_QUEUE_AGE"] = 1  # type: ignore[index]
-    given["MAX_QUEUE_AGE"] = 5
-    assert health["MAX_QUEUE_AGE"] == 600  # a copy: changing the setting's dict changes nothing
+    assert (health.OVERDUE_WARNING, health.FAILED_SHARE_WARNING) == (600.0, 0.2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        health.OVERDUE_WARNING = 1  # type: ignore[misc]
+    given["OVERDUE_WARNING"] = 5
+    assert health.OVERDUE_WARNING == 600  # a copy: changing the setting's dict changes nothing
 
 
 def test_the_query_deadline_is_computed_from_the_timeouts_and_retries(settings):

@@ -20,7 +20,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from hsq_refunds import sync
-from hsq_refunds.conf import get_client, get_settings
+from hsq_refunds.clients import get_client
+from hsq_refunds.conf import get_settings
 from hsq_refunds.gateway import HsqClient, TransportError
 from hsq_refunds.models import AnsweredRefund, Refund, RefundQuery, write_answers
 from hsq_refunds.rules import Decision, decide

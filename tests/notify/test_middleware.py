@@ -26,7 +26,7 @@ from django.db import connections
 from django.urls import clear_url_caches, set_urlconf
 from pytest_django.live_server_helper import LiveServer
 
-from hsq_refunds.checks import W007_NOTIFY_URL_VIEW, W009_NOTIFY_URL_SSL_REDIRECT
+from hsq_refunds.check_ids import W007_NOTIFY_URL_VIEW, W009_NOTIFY_URL_SSL_REDIRECT
 from hsq_refunds.models import Refund
 from hsq_refunds.views import refund_notify
 

@@ -8,13 +8,9 @@ from django.db import connection
 from django.test import override_settings
 from django_q.models import Schedule
 
-from hsq_refunds.checks import W022_Q_BATCH_TIMEOUT
-from hsq_refunds.scheduling import (
-    SCHEDULE_FUNC,
-    SCHEDULE_NAME,
-    check_q_cluster,
-    check_schedule_runner,
-)
+from hsq_refunds.check_ids import W022_Q_BATCH_TIMEOUT
+from hsq_refunds.checks import check_q_cluster, check_schedule_runner
+from hsq_refunds.scheduling import SCHEDULE_FUNC, SCHEDULE_NAME
 
 
 def ids(messages) -> list[str]:

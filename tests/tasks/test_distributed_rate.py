@@ -41,7 +41,7 @@ def most_in_a_second(times: list[float]) -> int:
 
 
 def test_the_sandbox_records_when_each_query_arrived(sandbox: SandboxServer, configure):
-    from hsq_refunds.conf import get_client
+    from hsq_refunds.clients import get_client
 
     sandbox.add_refund("R1", timeline=[{"status": "SUCCESS"}])
     before = time.time()

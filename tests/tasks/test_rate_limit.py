@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from django.core.cache import caches
 
-from hsq_refunds import conf
+from hsq_refunds import clients
 from hsq_refunds.gateway import RateLimiter, TransportError
 from hsq_refunds.ratelimit import RETAKES, RateLimitTimeout, SharedRateLimiter
 
@@ -296,7 +296,7 @@ def test_the_client_of_each_merchant_paces_through_the_shared_cache(
 ):
     configure(RATE_LIMIT=4, RATE_LIMIT_CACHE=rate_cache)
     sandbox.add_refund("R1", timeline=[{"status": "SUCCESS"}])
-    client = conf.get_client()
+    client = clients.get_client()
     limiter = SharedRateLimiter(4, merchant_no=merchant_no, cache_alias=rate_cache)
     before = time.time()
 
@@ -314,7 +314,7 @@ def test_the_client_of_each_merchant_paces_through_the_shared_cache(
 def test_without_rate_limit_nothing_is_counted(configure, sandbox, rate_cache):
     configure(RATE_LIMIT=None, RATE_LIMIT_CACHE=rate_cache)
 
-    assert conf.get_client().rate_limit is None
+    assert clients.get_client().rate_limit is None
 
 
 def test_a_query_goes_through_when_the_cache_is_unreachable(configure, sandbox, settings, caplog):
@@ -325,7 +325,7 @@ def test_a_query_goes_through_when_the_cache_is_unreachable(configure, sandbox, 
     configure(RATE_LIMIT=50, RATE_LIMIT_CACHE="rate")
     sandbox.add_refund("R1", timeline=[{"status": "SUCCESS"}])
 
-    result = conf.get_client().query_refund("R1")
+    result = clients.get_client().query_refund("R1")
 
     assert result.status.value == "SUCCESS"
     assert any("cannot be used" in r.getMessage() for r in caplog.records)
