@@ -6,6 +6,8 @@
   ``<!-- generated: settings zh -->`` and the build replaces it with a table made from the one
   table of keys in ``hsq_refunds/conf.py`` (``settings_table()``, ``merchant_settings_table()``,
   ``health_settings_table()``) and ``hsq_refunds.check_ids.CHECK_IDS``.
+- A page of the Chinese site that has no ``.zh.md`` of its own shows the English page under its
+  Chinese title; a note at its top says, in Chinese, that the page is in English only.
 
 The English tables are exactly the README's (``docs/_gen/settings_reference.py``). The Chinese
 tables take the keys and defaults from the same source and the Chinese text of each row from
@@ -31,6 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TRANSLATIONS = ROOT / "docs" / "_gen" / "settings_zh.toml"
 MARKER = re.compile(r"<!-- generated: (?P<what>[a-z-]+) (?P<lang>en|zh) -->")
 TABLES = ("settings", "merchant-settings", "health", "check-ids")
+ENGLISH_ONLY = '!!! note "本页只有英文版"\n    {}\n\n'
+ENGLISH_ONLY_TEXT = "这一页没有中文翻译，下面是英文原文。"
+ENGLISH_ONLY_REFERENCE = "API 参考由源代码中的文档字符串生成，只有英文版。"
 
 
 def on_config(config: Any) -> Any:
@@ -50,7 +55,12 @@ def on_config(config: Any) -> Any:
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
-    """Replace each ``<!-- generated: TABLE LANG -->`` marker with that table."""
+    """Replace each ``<!-- generated: TABLE LANG -->`` marker with that table; on the Chinese
+    site, put the English-only note on a page that is not translated."""
+    if config.theme["language"] == "zh" and not page.file.src_uri.endswith(".zh.md"):
+        reference = page.file.src_uri.startswith("reference/")
+        text = ENGLISH_ONLY_REFERENCE if reference else ENGLISH_ONLY_TEXT
+        markdown = ENGLISH_ONLY.format(text) + markdown
 
     def table(match: re.Match[str]) -> str:
         what, lang = match["what"], match["lang"]

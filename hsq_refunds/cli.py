@@ -6,11 +6,11 @@ refund by hand), or applies for one. Settings come from flags or from ``HSQ_*`` 
 variables (flags win); secrets belong in the environment, since a command line is visible to
 every user of the machine.
 
-On success one JSON object (the gateway's field names) goes to stdout and the exit status is 0.
-On failure one line ``error: <ErrorClass>: <message>`` goes to stderr and the exit status
-tells the error class apart (see ``EXIT_CODES``). Never a traceback, never key material. An
-application whose outcome is unknown (no verified answer) names its ``transNo`` in that line:
-query it before applying again.
+On success one JSON object (the gateway's field names) goes to stdout and the exit status is 0,
+or ``EXIT_NOT_FOUND`` when HSQ answered that it does not know the refund. On failure one line
+``error: <ErrorClass>: <message>`` goes to stderr and the exit status tells the error class apart
+(see ``EXIT_CODES``). Never a traceback, never key material. An application whose outcome is
+unknown (no verified answer) names its ``transNo`` in that line: query it before applying again.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from hsq_refunds.gateway import (
     HsqClient,
     HsqError,
     InvalidRequestError,
+    RespCode,
     ResponseError,
     SignatureError,
     TransportError,
@@ -39,10 +40,13 @@ from hsq_refunds.gateway import (
 )
 from hsq_refunds.text import printable
 
-__all__ = ["EXIT_CODES", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_CODES", "EXIT_NOT_FOUND", "EXIT_USAGE", "main"]
 
 #: ``sysexits.h``'s EX_USAGE: argparse's own 2 is taken by ConfigurationError.
 EXIT_USAGE = 64
+#: ``query-refund`` of a refund HSQ does not know (respCode 200004 or 200009): its verified
+#: answer is printed all the same.
+EXIT_NOT_FOUND = 8
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
@@ -152,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         "query-refund",
         help="ask HSQ about one refund (POLYMERIZE_REFUND_QUERY)",
         description=(
-            "Ask HSQ about one refund and print the verified result as JSON. Each option "
-            "defaults to its environment variable; keep secrets in the environment."
+            "Ask HSQ about one refund and print the verified result as JSON; the exit status "
+            f"is {EXIT_NOT_FOUND} when HSQ does not know the refund. Each option defaults to its "
+            "environment variable; keep secrets in the environment."
         ),
     )
     query.add_argument("trans_no", metavar="TRANS_NO", help="the refund's merchant order number")
@@ -237,13 +242,14 @@ def _client(settings: Mapping[str, Any]) -> HsqClient:
     )
 
 
-def _query_refund(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> None:
+def _query_refund(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
     with _client(_settings(args, environ)) as client:
         result = client.query_refund(args.trans_no)
     _write_json(result.as_gateway_dict(), out)
+    return EXIT_NOT_FOUND if result.resp_code in RespCode.NOT_FOUND_CODES else 0
 
 
-def _apply_refund(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> None:
+def _apply_refund(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
     settings = _settings(args, environ)
     if args.trans_no is None:
         args.trans_no = new_trans_no()
@@ -259,6 +265,7 @@ def _apply_refund(args: argparse.Namespace, environ: Mapping[str, str], out: Tex
             extend=args.extend,
         )
     _write_json(result.as_gateway_dict(), out)
+    return 0
 
 
 _COMMANDS = {"query-refund": _query_refund, "apply-refund": _apply_refund}
@@ -286,7 +293,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if args.verbose:
         _enable_logging()
     try:
-        _COMMANDS[args.command](args, os.environ if environ is None else environ, sys.stdout)
+        return _COMMANDS[args.command](args, os.environ if environ is None else environ, sys.stdout)
     except HsqError as exc:
         print(f"error: {type(exc).__name__}: {printable(_describe(exc, args))}", file=sys.stderr)
         return exc.exit_code
@@ -298,7 +305,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             f"error: unexpected {type(exc).__name__}{printable(_unsettled(args))}", file=sys.stderr
         )
         return EXIT_INTERNAL
-    return 0
 
 
 def _describe(exc: HsqError, args: argparse.Namespace) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hsq_refunds import cli
+from hsq_refunds.gateway import HsqError
 
 from .conftest import REPO_ROOT
 
@@ -66,6 +67,33 @@ def test_success_prints_one_json_object(hsq_sandbox, env):
         "merchantNo", "transNo", "origTransNo", "tradeNo", "orderAmt", "orderStatus",
         "finishedDate", "respCode", "respMsg", "extend",
     }  # fmt: skip
+
+
+def test_a_refund_hsq_does_not_know_exits_with_not_found(env):
+    done = run(["query-refund", "NOPE"], env)
+    assert done.returncode == cli.EXIT_NOT_FOUND == 8, done.stderr
+    assert done.stderr == ""
+    printed = json.loads(done.stdout)  # the verified answer, printed all the same
+    assert (printed["transNo"], printed["respCode"], printed["orderStatus"]) == (
+        "NOPE",
+        "200004",
+        "",
+    )
+    assert printed["respMsg"] == "订单不存在"
+
+
+def test_an_empty_result_is_not_found_too(hsq_sandbox, env):
+    hsq_sandbox.add_refund("R-EMPTY", timeline=[{"respCode": "200009"}])
+    done = run(["query-refund", "R-EMPTY"], env)
+    assert done.returncode == cli.EXIT_NOT_FOUND
+    assert json.loads(done.stdout)["respCode"] == "200009"
+
+
+def test_a_refund_hsq_knows_is_not_not_found(hsq_sandbox, env):
+    hsq_sandbox.add_refund("R-SLOW", timeline=[{"status": "PROCESSING"}])
+    done = run(["query-refund", "R-SLOW"], env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["orderStatus"] == "PROCESSING"
 
 
 def test_verbose_logs_the_query_without_secrets(hsq_sandbox, env):
@@ -191,6 +219,11 @@ def test_exit_codes_table():
         "ResponseError": 6,
         "InvalidRequestError": 7,
     }
+
+
+def test_not_found_has_an_exit_status_of_its_own():
+    taken = {0, *cli.EXIT_CODES.values(), cli.EXIT_USAGE, cli.EXIT_INTERNAL, cli.EXIT_INTERRUPTED}
+    assert cli.EXIT_NOT_FOUND not in taken | {HsqError.exit_code}
 
 
 # --------------------------------------------------------------------------- apply-refund

@@ -312,7 +312,7 @@ def test_child_processes_print_no_secret(
         "query-refund, wrong key password": 2,
         "sandbox init": 0,
         "sandbox serve": 0,
-        "query-refund, sandbox served by its command line": 0,
+        "query-refund, sandbox served by its command line": 8,  # S-CLI: not found (200004)
     }, shown
     assert "DEBUG hsq_refunds.gateway.client" in shown["sync_refunds -v 3"]
     assert "PRIVATE_KEY_PASSWORD" in shown["wrong key password: check"]
