@@ -1,4 +1,5 @@
-"""The Django app: its system checks registered on start-up."""
+"""The Django app: on start-up, its system checks registered and ``Refund.objects.apply``
+attached."""
 
 from __future__ import annotations
 
@@ -13,3 +14,7 @@ class HsqRefundsConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the system checks
+        from .apply import apply_refund
+        from .models import RefundManager
+
+        RefundManager.apply = staticmethod(apply_refund)

@@ -296,32 +296,9 @@ class RefundManager(models.Manager.from_queryset(RefundQuerySet)):  # type: igno
         )
         return refund
 
-    def apply(
-        self,
-        *,
-        orig_trans_no: str,
-        orig_amount: int,
-        amount: int,
-        reason: str = "",
-        trans_no: str | None = None,
-        merchant_no: str | None = None,
-        extend: str = "",
-        refund_type: int | None = None,
-    ) -> Refund:
-        """Apply to HSQ for a refund, exactly once, never beyond what was paid: see
-        :func:`hsq_refunds.apply.apply_refund`."""
-        from .apply import apply_refund
-
-        return apply_refund(
-            orig_trans_no=orig_trans_no,
-            orig_amount=orig_amount,
-            amount=amount,
-            reason=reason,
-            trans_no=trans_no,
-            merchant_no=merchant_no,
-            extend=extend,
-            refund_type=refund_type,
-        )
+    #: ``Refund.objects.apply(...)`` is :func:`hsq_refunds.apply.apply_refund`: applying is a
+    #: service above the models (it imports them), so the app config attaches it on start-up.
+    apply: Callable[..., Refund]
 
 
 class Refund(models.Model):
