@@ -22,7 +22,8 @@ from django.utils import timezone
 from hsq_refunds import sync
 from hsq_refunds.conf import get_client, get_settings
 from hsq_refunds.gateway import HsqClient, TransportError
-from hsq_refunds.models import AnsweredRefund, Refund, RefundQuery, write_answers
+from hsq_refunds.models import Refund, RefundQuery
+from hsq_refunds.recording import AnsweredRefund, write_answers
 from hsq_refunds.rules import Decision, decide
 from hsq_refunds.sync import sync_refunds
 
