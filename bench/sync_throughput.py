@@ -10,11 +10,14 @@ and the sandbox's CPU per answer (a warning when the sandbox, not the sync, sets
 
     .venv/bin/python bench/sync_throughput.py [--db sqlite|postgres|both]
         [--preset standard|wide|both] [-n N] [--concurrency C] [--latency 0.05] [--repeat 3]
+        [--write-path sql|orm|both]
 
 Presets: ``standard`` is N=2,000 at C=16, where the targets apply; ``wide`` is N=10,000 at
 C=64, where the CPU per refund decides (the same figures, and the targets shown for
 reference). ``-n`` and ``--concurrency`` give a single configuration of their own instead.
-Each database and configuration is measured in a child process of its own, so that CPU and
+``--write-path`` measures the engine's own write (``sql``), the plain ORM (``orm``, see
+:data:`WRITE_PATHS`) or both, side by side; the targets count for ``sql``. Each database,
+configuration and write path is measured in a child process of its own, so that CPU and
 memory figures are its alone; its figures are the medians of ``--repeat`` runs (fresh due
 refunds each). The last line is a JSON summary.
 """
@@ -57,6 +60,10 @@ SANDBOX_BUSY_LIMIT = 0.5
 #: Queries sent one at a time, before the runs, to measure the client's own CPU per query.
 CLIENT_PROBES = 40
 PRESETS = {"standard": (2000, 16), "wide": (10000, 64)}
+#: How ``write_answers`` writes the answers: ``sql``, one ``UPDATE ... FROM`` per set of fields
+#: changed and one ``INSERT`` per batch; ``orm``, the plain ORM it falls back to where the
+#: database has no ``UPDATE ... RETURNING`` (one ``update()`` per refund, one ``bulk_create``).
+WRITE_PATHS = ("sql", "orm")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per database; medians are printed (3)"
     )
+    parser.add_argument("--write-path", choices=[*WRITE_PATHS, "both"], default="both")
     args = parser.parse_args(argv)
 
     if args.n is not None or args.concurrency is not None:
@@ -80,19 +88,22 @@ def main(argv: list[str] | None = None) -> int:
         names = list(PRESETS) if args.preset == "both" else [args.preset]
         configs = [PRESETS[name] for name in names]
     kinds = list(DATABASES) if args.db == "both" else [args.db]
+    paths = list(WRITE_PATHS) if args.write_path == "both" else [args.write_path]
 
-    if len(kinds) == 1 and len(configs) == 1:
+    if len(kinds) == 1 and len(configs) == 1 and len(paths) == 1:
         n, concurrency = configs[0]
-        print_summary(measure(kinds[0], n, args.latency, concurrency, args.repeat))
+        print_summary(measure(kinds[0], n, args.latency, concurrency, args.repeat, paths[0]))
         return 0
 
     runs = []
     for n, concurrency in configs:
         for kind in kinds:
-            options = ["--db", kind, "-n", str(n), "--concurrency", str(concurrency)]
-            options += ["--latency", str(args.latency), "--repeat", str(args.repeat)]
-            runs.append(run_self(__file__, options))
-    standard = [run for run in runs if _is_standard(run)]
+            for path in paths:
+                options = ["--db", kind, "-n", str(n), "--concurrency", str(concurrency)]
+                options += ["--latency", str(args.latency), "--repeat", str(args.repeat)]
+                runs.append(run_self(__file__, [*options, "--write-path", path]))
+    _print_side_by_side(runs)
+    standard = [run for run in runs if _is_standard(run) and run["write_path"] == "sql"]
     # None when the standard preset was not run: its targets were neither met nor missed.
     met = all(all(run["targets"].values()) for run in standard) if standard else None
     print_summary({"benchmark": "sync_throughput", "runs": runs, "standard_targets_met": met})
@@ -103,20 +114,27 @@ def _is_standard(run: dict[str, Any]) -> bool:
     return (run["n"], run["concurrency"]) == PRESETS["standard"]
 
 
-def measure(kind: str, n: int, latency: float, concurrency: int, repeat: int) -> dict[str, Any]:
-    """Sync ``n`` due refunds ``repeat`` times on a fresh ``kind`` database; print the medians."""
+def measure(
+    kind: str, n: int, latency: float, concurrency: int, repeat: int, write_path: str
+) -> dict[str, Any]:
+    """Sync ``n`` due refunds ``repeat`` times on a fresh ``kind`` database, the answers
+    written by ``write_path``; print the medians."""
     host = machine()
     floor = floor_ms()  # measured here, in this run, on this machine
     with SandboxProcess(latency=latency) as sandbox, bench_database(kind) as database:
         setup_django(database, sandbox.settings(CONCURRENCY=concurrency))
 
+        from hsq_refunds import recording
         from hsq_refunds.clients import get_client
+
+        if write_path == "orm":
+            recording._updates_return_rows = lambda connection: False
 
         get_client()  # keys are loaded once per process, not per run: keep that out
         print_machine(host)
         print(
-            f"sync_throughput on {kind}: {n} due refunds per run, sandbox latency "
-            f"{latency * 1000:.0f} ms, concurrency {concurrency}, {repeat} run(s)",
+            f"sync_throughput on {kind}, {write_path} write path: {n} due refunds per run, "
+            f"sandbox latency {latency * 1000:.0f} ms, concurrency {concurrency}, {repeat} run(s)",
             flush=True,
         )
         client_ms = _client_ms(sandbox)
@@ -127,6 +145,7 @@ def measure(kind: str, n: int, latency: float, concurrency: int, repeat: int) ->
             _print_run(number + 1, runs[-1])
     figures = {
         "db": kind,
+        "write_path": write_path,
         "n": n,
         "latency_s": latency,
         "concurrency": concurrency,
@@ -232,8 +251,25 @@ def _print_run(number: int, run: dict[str, Any]) -> None:
     )
 
 
+def _print_side_by_side(runs: list[dict[str, Any]]) -> None:
+    print("medians side by side:", flush=True)
+    print(
+        f"  {'db':<9} {'N':>6} {'C':>3} {'write':<5} {'efficiency':>10} {'CPU ms':>8} "
+        f"{'main ms':>8} {'stmts':>6}",
+        flush=True,
+    )
+    for run in runs:
+        print(
+            f"  {run['db']:<9} {run['n']:>6} {run['concurrency']:>3} {run['write_path']:<5} "
+            f"{run['efficiency']:>10.3f} {run['cpu_ms_per_refund']:>8.3f} "
+            f"{run['main_cpu_ms_per_refund']:>8.3f} {run['statements_per_refund']:>6.3f}",
+            flush=True,
+        )
+
+
 def _print(f: dict[str, Any]) -> None:
-    print(f"medians of {f['repeat']} run(s) on {f['db']}:", flush=True)
+    where = f"{f['db']}, {f['write_path']} write path"
+    print(f"medians of {f['repeat']} run(s) on {where}:", flush=True)
     figure("wall time", f"{f['wall_s']:.2f} s")
     figure("ideal N*L/C", f"{f['ideal_s']:.2f} s")
     figure("efficiency (ideal / wall)", f"{f['efficiency']:.3f}")

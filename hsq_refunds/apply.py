@@ -59,9 +59,10 @@ from .gateway.validation import (
     check_refund_type,
     check_text,
 )
-from .models import Application, PaidOrder, Refund, Source, record_answer
+from .models import Application, PaidOrder, Refund, Source
 from .models import _resolve_merchant as resolve_merchant
 from .money import format_fen
+from .recording import record_answer
 from .rules import Status, decide_application
 from .signals import refund_applied
 

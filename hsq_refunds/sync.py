@@ -1,9 +1,9 @@
 """The sync engine: which refunds to ask about, claiming them, asking HSQ, writing the answers.
 
 Every entry point (the admin, ``manage.py sync_refunds``, the django-q2 tasks) calls
-:func:`sync_refunds`; the rules it applies are in :mod:`hsq_refunds.rules`, the claims and the
-conditional write in :mod:`hsq_refunds.models`, the report and its wording in
-:mod:`hsq_refunds.report`.
+:func:`sync_refunds`; the rules it applies are in :mod:`hsq_refunds.rules`, the claims in
+:mod:`hsq_refunds.models`, the conditional write in :mod:`hsq_refunds.recording`, the report and
+its wording in :mod:`hsq_refunds.report`.
 
 How a run works
 ---------------
@@ -31,7 +31,7 @@ How a run works
 4. **Write.** The main thread applies the rules to the answers and writes them in batches
    (:data:`WRITE_BATCH` answers or twice ``concurrency``, whichever is more; or what came in
    within :data:`WRITE_WAIT` seconds; or the last ones) with
-   :func:`~hsq_refunds.models.write_answers`, in one transaction per batch: one
+   :func:`~hsq_refunds.recording.write_answers`, in one transaction per batch: one
    ``UPDATE ... FROM <their rows>`` for the refunds that change the same fields, guarded row
    by row by the run's claim and the state each answer was decided from, and one ``INSERT``
    of their audit rows. Signals are sent after commit. If a batch fails, its
@@ -70,7 +70,8 @@ from .clients import get_client
 from .conf import HsqRefundsSettings, get_settings, merchant_numbers, setting_path
 from .gateway import ConfigurationError, HsqClient, RefundQueryResult
 from .health import current_trigger, record_sync_run
-from .models import AnsweredRefund, Refund, RefundQuery, audit_row, write_answers
+from .models import Refund, RefundQuery
+from .recording import AnsweredRefund, audit_row, write_answers
 from .report import UNKNOWN_REFUND, RefundFailure, SyncReport
 from .rules import ERROR_OUTCOMES, Decision, Outcome, decide, decide_failure
 from .text import printable

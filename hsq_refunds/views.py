@@ -4,7 +4,7 @@ Received the way provider webhooks are (django-anymail, dj-stripe), with HSQ's o
 verification: the form is decoded once, verified over the received values with the sign key and
 platform certificate of the ``merchantNo`` it names, and only then read. Its result goes through
 the same rules and the same conditional write as a query's answer
-(:func:`~hsq_refunds.models.record_answer`), so a repeat, a late or out-of-order delivery or a
+(:func:`~hsq_refunds.recording.record_answer`), so a repeat, a late or out-of-order delivery or a
 race with the poller never loses a final state nor writes a stale one.
 
 Answers: ``SUCCESS`` (``text/plain``, 200) once the result is committed, also for a
@@ -36,7 +36,8 @@ from .columns import CODE_LENGTH, RESP_MSG_LENGTH, TRADE_NO_LENGTH, TRANS_NO_LEN
 from .conf import get_settings
 from .gateway import ConfigurationError, HsqError, RefundQueryResult, SignatureError
 from .gateway.notification import NOTIFICATION_FIELDS, notification_merchant_no
-from .models import Refund, RefundQuery, Source, record_answer, validate_trans_no
+from .models import Refund, RefundQuery, Source, validate_trans_no
+from .recording import record_answer
 from .rules import AttentionReason, Decision, decide
 from .text import cleaned, printable
 

@@ -158,7 +158,7 @@ def test_querysets(configure, merchant_no):
         "later",
         "flagged",
     }
-    assert Refund.objects.needing_attention().count() == 1
+    assert Refund.objects.filter(needs_attention=True).count() == 1
     assert Refund.objects.all().clear_attention() == 1
     assert not Refund.objects.filter(needs_attention=True).exists()
     assert Refund.objects.get(trans_no="flagged").attention_reason == ""

@@ -23,7 +23,8 @@ from hsq_refunds import sync
 from hsq_refunds.clients import get_client
 from hsq_refunds.conf import get_settings
 from hsq_refunds.gateway import HsqClient, TransportError
-from hsq_refunds.models import AnsweredRefund, Refund, RefundQuery, write_answers
+from hsq_refunds.models import Refund, RefundQuery
+from hsq_refunds.recording import AnsweredRefund, write_answers
 from hsq_refunds.rules import Decision, decide
 from hsq_refunds.sync import sync_refunds
 

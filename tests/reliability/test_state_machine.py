@@ -44,7 +44,8 @@ from hsq_refunds.conf import get_settings
 from hsq_refunds.exceptions import RefundRefused
 from hsq_refunds.gateway import GatewayError, RefundApplyResult, RefundStatus
 from hsq_refunds.gateway.signing import request_sign_string, sign
-from hsq_refunds.models import PaidOrder, Refund, RefundQuery, record_answer
+from hsq_refunds.models import PaidOrder, Refund, RefundQuery
+from hsq_refunds.recording import record_answer
 from hsq_refunds.rules import FINAL_STATUSES, Source, decide_application
 from hsq_refunds.sync import sync_refund
 
