@@ -1,5 +1,5 @@
 """Is the refund sync healthy? Figures for ``manage.py hsq_refunds_health`` and for a merchant's
-own health endpoint, and the record of each sync run they read.
+own health endpoint.
 
 :func:`check_health` returns a :class:`HealthReport`: one :class:`HealthCheck` per figure, each
 ``ok``, ``warning`` or ``critical``, and the worst of them as the report's status::
@@ -36,30 +36,20 @@ switches a threshold off)::
 
 An unknown key or a bad value raises :class:`~hsq_refunds.gateway.ConfigurationError` naming
 it (``HSQ_REFUNDS["HEALTH"]["OVERDUE_WARNING"]: ...``).
-
-The sync engine calls :func:`record_sync_run` at the end of every run that is not a dry run;
-it writes one :class:`~hsq_refunds.models.SyncRun` and never raises into the engine.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sys
-from collections import Counter
-from collections.abc import Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import IntEnum
-from types import FrameType
 from typing import Any
 
 from django.apps import apps
-from django.conf import settings as django_settings
 from django.db import DatabaseError, router, transaction
 from django.db.models import Count, Max, Min
-from django.utils import timezone, translation
+from django.utils import timezone
 from django.utils.translation import gettext, ngettext, pgettext
 
 from .conf import HealthSettings, inspect_settings, setting_path
@@ -72,10 +62,7 @@ __all__ = [
     "HealthReport",
     "HealthStatus",
     "check_health",
-    "current_trigger",
     "health_settings",
-    "record_sync_run",
-    "sync_trigger",
 ]
 
 logger = logging.getLogger("hsq_refunds.health")
@@ -524,96 +511,3 @@ def _check_schedule(now: datetime, limits: HealthSettings) -> HealthCheck:
             "The sync schedule should have run %(age)s ago: is “manage.py qcluster” running?"
         ) % {"age": _age(late)}
     return HealthCheck("schedule", status, message, value)
-
-
-# --------------------------------------------------------------------------- recording runs
-
-_trigger: ContextVar[str | None] = ContextVar("hsq_refunds_sync_trigger", default=None)
-
-#: Modules whose calls into the engine are runs of that trigger; the innermost one wins.
-_TRIGGER_MODULES = (
-    ("hsq_refunds.management.commands.", SyncTrigger.COMMAND),
-    ("hsq_refunds.tasks", SyncTrigger.TASK),
-    ("hsq_refunds.admin", SyncTrigger.ADMIN),
-)
-
-
-@contextlib.contextmanager
-def sync_trigger(trigger: str) -> Iterator[None]:
-    """Record the sync runs started inside the ``with`` block as started by ``trigger``."""
-    if trigger not in SyncTrigger.values:
-        raise ValueError(f"trigger must be one of {', '.join(SyncTrigger.values)}")
-    token = _trigger.set(trigger)
-    try:
-        yield
-    finally:
-        _trigger.reset(token)
-
-
-def current_trigger() -> str:
-    """What started the sync that calls this: the one set by :func:`sync_trigger`, else the
-    nearest of the app's entry points on the call stack (a management command, a django-q2
-    task, the admin), else ``api`` (a call from the project's own code)."""
-    explicit = _trigger.get()
-    if explicit is not None:
-        return explicit
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        for prefix, trigger in _TRIGGER_MODULES:
-            if module == prefix or module.startswith(prefix):
-                return trigger.value
-        frame = frame.f_back
-    return SyncTrigger.API.value
-
-
-def record_sync_run(
-    report: Any, *, started_at: datetime, finished_at: datetime, trigger: str
-) -> None:
-    """Record a finished sync run (a :class:`~hsq_refunds.sync.SyncReport`); dry runs are not.
-
-    The row is written when the caller's transaction commits (at once outside one), so a run
-    rolled back with its caller's transaction leaves no record, and recording cannot break that
-    transaction. Runs older than ``RUN_RETENTION_DAYS`` are deleted at the same time. Never
-    raises: a failure is logged and the caller goes on.
-    """
-    try:
-        if getattr(report, "dry_run", False):
-            return
-        errors = Counter(error.error_type for error in report.errors)
-        # Stored in the site's language, whichever language the run was started in.
-        with translation.override(django_settings.LANGUAGE_CODE):
-            summary = str(report.summary())
-        run = SyncRun(
-            started_at=started_at,
-            finished_at=finished_at,
-            trigger=trigger if trigger in SyncTrigger.values else SyncTrigger.API,
-            selected=report.selected,
-            queried=report.queried,
-            error_count=len(report.errors),
-            errors_by_type=dict(errors),
-            ok=bool(report.ok),
-            summary=summary,
-        )
-        using = router.db_for_write(SyncRun)
-        transaction.on_commit(lambda: _save_run(run, using), using=using)
-    except Exception:
-        logger.exception("could not record the sync run")
-
-
-def _save_run(run: SyncRun, using: str) -> None:
-    # Each write in a transaction (a savepoint, should a transaction be open) of its own: a
-    # failure leaves nothing half-done behind.
-    try:
-        with transaction.atomic(using=using):
-            run.save(using=using)
-    except Exception:
-        logger.exception("could not record the sync run that finished at %s", run.finished_at)
-        return
-    try:
-        days = health_settings().RUN_RETENTION_DAYS
-        if days is not None:
-            with transaction.atomic(using=using):
-                SyncRun.objects.using(using).prune(timedelta(days=days))
-    except Exception:
-        logger.exception("could not delete old sync runs")

@@ -635,7 +635,7 @@ class SyncRunQuerySet(models.QuerySet["SyncRun"]):
 class SyncRun(models.Model):
     """One (not dry) run of :func:`hsq_refunds.sync.sync_refunds` and how it ended.
 
-    Written by :func:`hsq_refunds.health.record_sync_run`; read by the health checks and the
+    Written by :func:`hsq_refunds.runs.record_sync_run`; read by the health checks and the
     admin dashboard. Older runs than ``HSQ_REFUNDS["HEALTH"]["RUN_RETENTION_DAYS"]`` are
     deleted as new ones are recorded.
     """

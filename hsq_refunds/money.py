@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from decimal import Decimal, DecimalException
 
+from .exceptions import AmountError
 from .gateway.validation import MAX_AMOUNT_FEN
 
-__all__ = ["MAX_FEN", "MAX_YUAN", "AmountError", "fen_to_yuan", "format_fen", "yuan_to_fen"]
+__all__ = ["MAX_FEN", "MAX_YUAN", "fen_to_yuan", "format_fen", "yuan_to_fen"]
 
 #: The largest amount, in fen, either way, that :func:`yuan_to_fen` gives: the gateway's own
 #: bound (:func:`~hsq_refunds.gateway.validation.check_amount`), so that what converts can be
@@ -25,21 +26,6 @@ _YUAN_TEXT = re.compile(
 )
 #: How much of a refused amount its error message repeats.
 _SHOWN_LENGTH = 40
-
-
-class AmountError(ValueError):
-    """An amount in yuan that :func:`yuan_to_fen` refuses. ``code`` says what is wrong:
-
-    * ``"not_a_number"``: neither a ``Decimal`` nor text that reads as a number;
-    * ``"digits"``: text with digits other than ASCII 0-9 (full-width ``１２``, for instance);
-    * ``"not_finite"``: NaN, sNaN, or an infinity;
-    * ``"decimals"``: a fraction of a fen (more than two decimals that are not zeros);
-    * ``"too_large"``: more than :data:`MAX_FEN` fen, either way.
-    """
-
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def fen_to_yuan(fen: int | None) -> Decimal | None:

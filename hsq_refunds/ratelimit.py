@@ -50,9 +50,10 @@ from collections.abc import Callable
 
 from django.core.cache import caches
 
-from .gateway import RateLimiter, TransportError
+from .exceptions import RateLimitTimeout
+from .gateway import RateLimiter
 
-__all__ = ["RETAKES", "SPREAD", "RateLimitTimeout", "SharedRateLimiter"]
+__all__ = ["RETAKES", "SPREAD", "SharedRateLimiter"]
 
 logger = logging.getLogger("hsq_refunds.ratelimit")
 
@@ -66,10 +67,6 @@ _BLOCK = 32
 _KEY_MARGIN = 5
 #: Merchant numbers used in cache keys as they are; others are hashed (Memcached's key rules).
 _KEY_SAFE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-class RateLimitTimeout(TransportError):
-    """No slot of the shared pace is free within the wait allowed; nothing was sent."""
 
 
 class SharedRateLimiter(RateLimiter):

@@ -115,21 +115,6 @@ class SyncReport:
         """Some refund could not be queried because of the settings."""
         return any(error.error_type == CONFIGURATION for error in self.errors)
 
-    def merge(self, other: SyncReport) -> SyncReport:
-        """A new report with both runs' figures added up."""
-        return SyncReport(
-            selected=self.selected + other.selected,
-            queried=self.queried + other.queried,
-            skipped=self.skipped + other.skipped,
-            dry_run=self.dry_run or other.dry_run,
-            outcomes=self.outcomes + other.outcomes,
-            status_changes=self.status_changes + other.status_changes,
-            by_status=self.by_status + other.by_status,
-            answered=self.answered + other.answered,
-            flagged=self.flagged + other.flagged,
-            errors=[*self.errors, *other.errors],
-        )
-
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-able data (``from_dict`` reads it back)."""
         return {

@@ -10,7 +10,7 @@ One cycle queues at most ``CYCLE_LIMIT`` refunds, oldest due first (``next_query
 id), so that a backlog of a million due refunds does not become a million refunds' claims and
 tasks at once: the next cycle takes the next ``CYCLE_LIMIT``, and so on, while the workers work
 through what is queued. ``CYCLE_LIMIT`` is, unless given, what the workers can query between
-two cycles (see the settings reference). The admin's bulk refresh (:func:`enqueue_refresh`)
+two cycles (see the settings reference). The admin's bulk refresh (:func:`queue_refresh`)
 queues at most as many.
 
 A queued batch must not be queued again by the next cycle while it waits for a worker. So the
@@ -45,16 +45,16 @@ from django.utils import timezone
 
 from .apply import in_caller_transaction, refuse_caller_transaction, send_queued
 from .conf import get_settings
-from .models import Refund
+from .models import Refund, SyncTrigger
 from .scheduling import DJANGO_Q_DEFAULT_RETRY
-from .sync import due_id_pages, sync_claimed, sync_refunds
+from .selection import due_id_pages
+from .sync import sync_claimed, sync_refunds
 
 __all__ = [
     "BATCH_TASK",
     "CYCLE_TASK",
     "QueuedRefresh",
     "cluster_configured",
-    "enqueue_refresh",
     "queue_refresh",
     "queued_lease",
     "sync_due_refunds",
@@ -126,7 +126,7 @@ def sync_due_refunds() -> dict[str, Any]:
     now = timezone.now()
     waiting = list(_due_unclaimed(now).values_list("id", flat=True)[: size + 1])
     if len(waiting) <= size:
-        report = sync_refunds(allow_transaction=_inline(), limit=limit)
+        report = sync_refunds(allow_transaction=_inline(), limit=limit, trigger=SyncTrigger.TASK)
         return {"batches": 0, "queued": 0, "group": None, "report": report.as_dict()}
     if not in_caller_transaction():  # applications a dead process left unsent
         send_queued()
@@ -183,9 +183,9 @@ def sync_refund_batch(
     ids = list(refund_ids)
     inline = _inline()
     report = (
-        sync_refunds(ids, allow_transaction=inline)
+        sync_refunds(ids, allow_transaction=inline, trigger=SyncTrigger.TASK)
         if claim_token is None
-        else sync_claimed(ids, claim_token, allow_transaction=inline)
+        else sync_claimed(ids, claim_token, allow_transaction=inline, trigger=SyncTrigger.TASK)
     )
     result = report.as_dict()
     result.update(host=socket.gethostname(), pid=os.getpid(), refunds=report.queried)
@@ -227,8 +227,3 @@ def queue_refresh(refund_ids: Sequence[int]) -> QueuedRefresh:
         f"; {len(left)} more left out (CYCLE_LIMIT {policy.CYCLE_LIMIT})" if left else "",
     )
     return QueuedRefresh(group, tuple(chosen), tuple(left))
-
-
-def enqueue_refresh(refund_ids: Sequence[int]) -> str:
-    """:func:`queue_refresh` (at most ``CYCLE_LIMIT`` refunds), returning the group id."""
-    return queue_refresh(refund_ids).group

@@ -26,7 +26,7 @@ from ..dashboard import DashboardAdminMixin
 from ..export import ExportAdminMixin
 from ..gateway import HsqError
 from ..gateway.validation import MAX_AMOUNT_FEN
-from ..models import AttentionReason, Refund, RefundQuery, RefundQuerySet
+from ..models import AttentionReason, Refund, RefundQuery, RefundQuerySet, SyncTrigger
 from ..money import format_fen
 from ..report import describe_error, describe_failures, error_label
 from ..sync import sync_refunds
@@ -370,7 +370,7 @@ class RefundAdmin(DashboardAdminMixin, ExportAdminMixin, admin.ModelAdmin):
             if count > limit:
                 self._refresh_later(request, queryset, count, limit)
                 return
-            report = sync_refunds(queryset)
+            report = sync_refunds(queryset, trigger=SyncTrigger.ADMIN)
         except HsqError as exc:
             logger.warning("admin refresh failed: %s", exc.kind)
             error = describe_error(exc.kind, exc.code, exc.message)

@@ -22,7 +22,7 @@ from django.views.generic.base import ContextMixin, TemplateResponseMixin
 from .. import conf
 from ..apply import balance_of, send_again, unknown_amounts_message
 from ..gateway import HsqError, new_trans_no
-from ..models import Application, AttentionReason, Refund
+from ..models import Application, AttentionReason, Refund, SyncTrigger
 from ..money import format_fen
 from ..report import SyncReport, describe_error, describe_failures
 from ..sync import sync_refund
@@ -157,7 +157,7 @@ class RefreshView(RefundAdminView):
 
     def post(self, request: HttpRequest) -> HttpResponse:
         try:
-            report = sync_refund(self.refund)
+            report = sync_refund(self.refund, trigger=SyncTrigger.ADMIN)
         except HsqError as exc:
             self.fail(exc, "admin refresh failed: %s", gettext("Could not refresh: %(error)s"))
         else:

@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 
-from hsq_refunds import sync
+from hsq_refunds import pipeline
 from hsq_refunds.models import Refund, RefundQuery
 from hsq_refunds.sync import sync_refunds
 
@@ -72,14 +72,14 @@ def test_an_exception_in_the_rules_backs_off_and_is_flagged(
 ):
     configure(ATTENTION_AFTER_ERRORS=2)
     refunds([{"transNo": "BOOM"}, {"transNo": "R1"}])
-    real_decide = sync.decide
+    real_decide = pipeline.decide
 
     def decide(refund, answer, **kwargs):
         if refund.trans_no == "BOOM":
             raise ZeroDivisionError("a bug")
         return real_decide(refund, answer, **kwargs)
 
-    monkeypatch.setattr(sync, "decide", decide)
+    monkeypatch.setattr(pipeline, "decide", decide)
     sync_refunds()
     boom = Refund.objects.get(trans_no="BOOM")
     assert (boom.error_count, boom.last_error_type) == (1, "internal")

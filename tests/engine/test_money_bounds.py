@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hsq_refunds.exceptions import AmountError
 from hsq_refunds.gateway.validation import MAX_AMOUNT_FEN, check_amount
-from hsq_refunds.money import MAX_FEN, MAX_YUAN, AmountError, yuan_to_fen
+from hsq_refunds.money import MAX_FEN, MAX_YUAN, yuan_to_fen
 
 FOUR_HUNDRED_DIGITS = "9" * 400
 

@@ -19,7 +19,7 @@ from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from hsq_refunds import sync
+from hsq_refunds import pipeline
 from hsq_refunds.clients import get_client
 from hsq_refunds.conf import get_settings
 from hsq_refunds.gateway import HsqClient, TransportError
@@ -221,13 +221,13 @@ def test_a_claim_too_old_to_start_its_query_is_renewed_first(
     refunds([{"transNo": f"R{i}"} for i in range(3)])
     counter = slots(gated=True)
     renewed: list[int] = []
-    real_renew = sync._Claims.renew
+    real_renew = pipeline._Claims.renew
 
     def renew(claims, ids):
         renewed.extend(ids)
         return real_renew(claims, ids)
 
-    monkeypatch.setattr(sync._Claims, "renew", renew)
+    monkeypatch.setattr(pipeline._Claims, "renew", renew)
 
     def conduct() -> None:
         counter.wait_for(lambda: counter.in_flight == 1)

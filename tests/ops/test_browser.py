@@ -15,8 +15,8 @@ import pytest
 from django.utils import timezone
 
 from hsq_refunds.dashboard import dashboard_data
-from hsq_refunds.health import record_sync_run
 from hsq_refunds.models import Refund
+from hsq_refunds.runs import record_sync_run
 from hsq_refunds.sync import RefundFailure, SyncReport
 from tests.admin.browser import SCREENSHOTS, log_in
 

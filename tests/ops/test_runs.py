@@ -12,8 +12,8 @@ from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone, translation
 
-from hsq_refunds.health import current_trigger, record_sync_run, sync_trigger
-from hsq_refunds.models import Refund, SyncRun
+from hsq_refunds.models import Refund, SyncRun, SyncTrigger
+from hsq_refunds.runs import record_sync_run
 from hsq_refunds.sync import SyncReport, sync_refunds
 from hsq_refunds.tasks import sync_refund_batch
 
@@ -111,14 +111,15 @@ def test_the_admin_is_the_trigger(tracked, admin_client, django_capture_on_commi
     assert SyncRun.objects.get().trigger == "admin"
 
 
-def test_an_explicit_trigger_wins():
-    assert current_trigger() == "api"
-    with sync_trigger("task"):
-        assert current_trigger() == "task"
-    assert current_trigger() == "api"
+def test_the_trigger_given_is_recorded(tracked, django_capture_on_commit_callbacks):
+    tracked("R1")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        sync_refunds(trigger=SyncTrigger.TASK)
+
+    assert SyncRun.objects.get().trigger == "task"
     with pytest.raises(ValueError, match="trigger must be one of"):
-        with sync_trigger("cron"):
-            pass
+        sync_refunds(trigger="cron")
 
 
 def test_nothing_is_recorded_when_the_callers_transaction_rolls_back(
@@ -140,7 +141,7 @@ def test_recording_never_raises_into_the_engine(caplog, django_capture_on_commit
             raise RuntimeError("no summary today")
 
     now = timezone.now()
-    with caplog.at_level(logging.ERROR, logger="hsq_refunds.health"):
+    with caplog.at_level(logging.ERROR, logger="hsq_refunds.sync"):
         with django_capture_on_commit_callbacks(execute=True):
             record_sync_run(Broken(), started_at=now, finished_at=now, trigger="api")
 
@@ -152,7 +153,7 @@ def test_a_failed_write_is_logged_not_raised(caplog, django_capture_on_commit_ca
     report = SyncReport(selected=-1)  # refused by the column's check
     now = timezone.now()
 
-    with caplog.at_level(logging.ERROR, logger="hsq_refunds.health"):
+    with caplog.at_level(logging.ERROR, logger="hsq_refunds.sync"):
         with django_capture_on_commit_callbacks(execute=True):
             record_sync_run(report, started_at=now, finished_at=now, trigger="api")
 

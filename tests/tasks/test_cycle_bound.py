@@ -96,7 +96,7 @@ def test_queue_refresh_queues_cycle_limit_and_leaves_the_rest(
     assert result.left == tuple(ids[5:])
     assert queued_batches() == [ids[0:2], ids[2:4], ids[4:5]]
     assert {row.task["group"] for row in OrmQ.objects.all()} == {result.group}
-    assert tasks.enqueue_refresh(ids[5:]) != result.group
+    assert tasks.queue_refresh(ids[5:]).group != result.group
     assert queued_batches()[3:] == [ids[5:7], ids[7:8]]
 
 

@@ -28,8 +28,9 @@ import pytest
 from django.core.cache import caches
 
 from hsq_refunds import clients
+from hsq_refunds.exceptions import RateLimitTimeout
 from hsq_refunds.gateway import RateLimiter, TransportError
-from hsq_refunds.ratelimit import RETAKES, RateLimitTimeout, SharedRateLimiter
+from hsq_refunds.ratelimit import RETAKES, SharedRateLimiter
 
 REPO = Path(__file__).resolve().parents[2]
 LOCMEM = "django.core.cache.backends.locmem.LocMemCache"

@@ -185,13 +185,13 @@ def test_the_queued_lease_covers_the_engine_lease_and_the_broker_retry(configure
         assert tasks.queued_lease() == timedelta(seconds=60)
 
 
-def test_enqueue_refresh_queries_the_given_refunds_due_or_not(configure, sandbox, make_refunds):
+def test_queue_refresh_queries_the_given_refunds_due_or_not(configure, sandbox, make_refunds):
     configure(TASK_BATCH_SIZE=4)
     chosen = make_refunds(5, "D") + make_refunds(5, "L", due=False)
     Refund.objects.filter(id=chosen[0]).update(status="SUCCESS", next_query_at=None)
     bystanders = make_refunds(3, "B")
 
-    group = tasks.enqueue_refresh(chosen)
+    group = tasks.queue_refresh(chosen).group
 
     batches = batch_tasks(group)
     assert len(batches) == math.ceil(10 / 4)
@@ -201,13 +201,13 @@ def test_enqueue_refresh_queries_the_given_refunds_due_or_not(configure, sandbox
     assert sandbox.query_counts() == dict.fromkeys(trans_nos(chosen), 1)
 
 
-def test_enqueue_refresh_only_queues_when_the_cluster_is_not_in_sync_mode(
+def test_queue_refresh_only_queues_when_the_cluster_is_not_in_sync_mode(
     configure, sandbox, make_refunds, queued
 ):
     configure(TASK_BATCH_SIZE=3)
     chosen = make_refunds(7, "D")
 
-    group = tasks.enqueue_refresh(chosen)
+    group = tasks.queue_refresh(chosen).group
 
     assert OrmQ.objects.count() == 3
     assert sandbox.query_counts() == {}

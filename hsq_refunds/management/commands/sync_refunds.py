@@ -28,6 +28,7 @@ from django.utils.translation import gettext, ngettext
 
 from hsq_refunds.gateway import ConfigurationError
 from hsq_refunds.management.progress import Progress, quiet_unless_logged
+from hsq_refunds.models import SyncTrigger
 from hsq_refunds.sync import SyncReport, sync_refunds
 from hsq_refunds.text import printable
 
@@ -126,6 +127,7 @@ class Command(BaseCommand):
                     concurrency=options["concurrency"],
                     dry_run=options["dry_run"],
                     progress=progress,
+                    trigger=SyncTrigger.COMMAND,
                 )
         except ConfigurationError as exc:
             raise CommandError(
