@@ -38,7 +38,7 @@ from hsq_refunds.gateway import (
     TransportError,
     new_trans_no,
 )
-from hsq_refunds.text import printable
+from hsq_refunds.gateway.text import printable
 
 __all__ = ["EXIT_CODES", "EXIT_NOT_FOUND", "EXIT_USAGE", "main"]
 

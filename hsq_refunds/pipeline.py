@@ -23,12 +23,12 @@ from django.utils.translation import gettext
 from .clients import get_client
 from .conf import HsqRefundsSettings
 from .gateway import ConfigurationError, HsqClient, RefundQueryResult
+from .gateway.text import printable
 from .models import Refund, RefundQuery
 from .recording import AnsweredRefund, audit_row, write_answers
 from .report import UNKNOWN_REFUND, RefundFailure, SyncReport
 from .rules import ERROR_OUTCOMES, Decision, Outcome, decide, decide_failure
 from .selection import Selection
-from .text import printable
 
 __all__ = ["ProgressCallback", "Run"]
 

@@ -36,10 +36,10 @@ from .columns import CODE_LENGTH, RESP_MSG_LENGTH, TRADE_NO_LENGTH, TRANS_NO_LEN
 from .conf import get_settings
 from .gateway import ConfigurationError, HsqError, RefundQueryResult, SignatureError
 from .gateway.notification import NOTIFICATION_FIELDS, notification_merchant_no
+from .gateway.text import cleaned, printable
 from .models import Refund, RefundQuery, Source, validate_trans_no
 from .recording import record_answer
 from .rules import AttentionReason, Decision, decide
-from .text import cleaned, printable
 
 __all__ = ["MAX_BODY_BYTES", "refund_notify"]
 

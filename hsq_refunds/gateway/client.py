@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..text import printable
 from .errors import ConfigurationError, HsqError, InvalidRequestError
 from .keys import KeySource, load_platform_key, load_private_key
 from .methods import (
@@ -36,6 +35,7 @@ from .notification import verify_notification as _verify_notification
 from .response import beijing, parse_refund_query_response, parse_signed_response
 from .results import RefundApplyResult, RefundQueryResult, SignedResult
 from .signing import encode_sign_content, request_sign_string, sign
+from .text import printable
 from .transport import _Retry as _Retry  # importable from here, where it used to live
 from .transport import make_session, post_form, sends_once
 from .validation import (

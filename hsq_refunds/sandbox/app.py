@@ -41,10 +41,10 @@ from .applications import (
     ORIG_AMOUNT_MISMATCH,
     REFUND_AMOUNT_EXCEED,
     REPEAT_ORDER,
-    Application,
     ApplicationRefused,
     ApplyTiming,
     Order,
+    ReceivedApplication,
     parse_application,
     parse_order_spec,
     read_business,
@@ -413,7 +413,7 @@ class SandboxApp:
         logger.info("apply transNo=%s answered %s", trans_no or "-", reply.summary)
         return reply
 
-    def _accept(self, application: Application, now: dt.datetime) -> SandboxRefund:
+    def _accept(self, application: ReceivedApplication, now: dt.datetime) -> SandboxRefund:
         """Record an application as a refund, or refuse it (called under the lock)."""
         if application.trans_no in self._refunds:
             raise ApplicationRefused(*REPEAT_ORDER)

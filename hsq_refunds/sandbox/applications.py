@@ -36,10 +36,10 @@ from .refunds import SHANGHAI, Step
 __all__ = [
     "KINDS",
     "AddOrderMixin",
-    "Application",
     "ApplicationRefused",
     "ApplyTiming",
     "Order",
+    "ReceivedApplication",
     "order_spec",
     "parse_application",
     "parse_order_spec",
@@ -86,7 +86,7 @@ class Order:
 
 
 @dataclass(frozen=True, slots=True)
-class Application:
+class ReceivedApplication:
     """A refund application whose every field passed the checks."""
 
     trans_no: str
@@ -191,7 +191,7 @@ def read_business(sign_content: str) -> dict[str, Any]:
     return business
 
 
-def parse_application(business: Mapping[str, Any], now: dt.datetime) -> Application:
+def parse_application(business: Mapping[str, Any], now: dt.datetime) -> ReceivedApplication:
     """Check every field of an application's business JSON against the gateway's rules."""
     trans_no = business.get("transNo")
     if not _order_number(trans_no):
@@ -213,7 +213,7 @@ def parse_application(business: Mapping[str, Any], now: dt.datetime) -> Applicat
             check_base_url(return_url)
         except HsqError:
             raise _param_error("returnUrl") from None
-    return Application(
+    return ReceivedApplication(
         trans_no=str(trans_no),
         refund_type=refund_type,
         orig_trans_no=str(orig_trans_no),

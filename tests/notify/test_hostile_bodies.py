@@ -24,9 +24,9 @@ from django.db import models
 
 from hsq_refunds.columns import RESP_MSG_LENGTH, TRADE_NO_LENGTH, TRANS_NO_LENGTH
 from hsq_refunds.gateway.signing import request_sign_string, sign
+from hsq_refunds.gateway.text import cleaned
 from hsq_refunds.gateway.validation import MAX_AMOUNT_FEN
 from hsq_refunds.models import Refund, RefundQuery
-from hsq_refunds.text import cleaned
 from hsq_refunds.views import MAX_BODY_BYTES
 from tests.notify.conftest import NOTIFY_PATH
 

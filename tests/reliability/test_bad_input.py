@@ -18,9 +18,9 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 
 from hsq_refunds.gateway import ConfigurationError
+from hsq_refunds.gateway.text import printable
 from hsq_refunds.models import Refund, RefundQuery
 from hsq_refunds.sync import sync_refunds
-from hsq_refunds.text import printable
 
 pytestmark = pytest.mark.django_db
 

@@ -19,8 +19,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext
 
 from hsq_refunds.gateway import ConfigurationError
+from hsq_refunds.gateway.text import printable
 from hsq_refunds.health import HealthReport, HealthStatus, check_health
-from hsq_refunds.text import printable
 
 #: The exit status when the thresholds themselves are invalid ("UNKNOWN" to monitoring).
 EXIT_UNKNOWN = 3

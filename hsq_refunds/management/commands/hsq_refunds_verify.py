@@ -24,10 +24,10 @@ from django.utils.translation import gettext, ngettext
 
 from hsq_refunds.conf import get_settings
 from hsq_refunds.gateway import ConfigurationError
+from hsq_refunds.gateway.text import printable
 from hsq_refunds.management.progress import Progress, verified
 from hsq_refunds.models import Refund
 from hsq_refunds.proof import ProofFailure, ProofKeys, check_proof
-from hsq_refunds.text import printable
 
 EXIT_FAILED = 1
 EXIT_CONFIGURATION = 2

@@ -27,10 +27,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext, ngettext
 
 from hsq_refunds.gateway import ConfigurationError
+from hsq_refunds.gateway.text import printable
 from hsq_refunds.management.progress import Progress, quiet_unless_logged
 from hsq_refunds.models import SyncTrigger
 from hsq_refunds.sync import SyncReport, sync_refunds
-from hsq_refunds.text import printable
 
 EXIT_FAILED = 1
 EXIT_CONFIGURATION = 2
