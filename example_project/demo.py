@@ -392,7 +392,8 @@ class _Outcome:
 
 
 def _outcomes(refunds: Sequence[ExampleRefund]) -> list[_Outcome]:
-    from hsq_refunds.models import Refund, Source
+    from hsq_refunds.choices import Source
+    from hsq_refunds.models import Refund
 
     found = Refund.objects.filter(
         trans_no__in=[refund.trans_no for refund in refunds]

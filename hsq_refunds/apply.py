@@ -41,6 +41,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext, ngettext
 
+from .choices import Application, Source, Status
 from .clients import get_client
 from .conf import HsqRefundsSettings, get_settings
 from .exceptions import RefundRefused
@@ -59,11 +60,11 @@ from .gateway.validation import (
     check_refund_type,
     check_text,
 )
-from .models import Application, PaidOrder, Refund, Source
+from .models import PaidOrder, Refund
 from .models import _resolve_merchant as resolve_merchant
 from .money import format_fen
 from .recording import record_answer
-from .rules import Status, decide_application
+from .rules import decide_application
 from .signals import refund_applied
 
 __all__ = ["OrderBalance", "apply_refund", "balance_of", "send_again"]

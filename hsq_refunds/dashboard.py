@@ -28,10 +28,10 @@ from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from .choices import FINAL_STATUSES, AttentionReason, Status
 from .models import Refund, SyncRun, SyncTrigger
 from .money import format_fen
 from .report import error_label
-from .rules import FINAL_STATUSES, AttentionReason, Status
 
 __all__ = [
     "AGE_BUCKETS",

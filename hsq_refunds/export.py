@@ -31,9 +31,9 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .choices import AttentionReason, Status
 from .models import Refund
 from .money import fen_to_yuan
-from .rules import AttentionReason, Status
 
 __all__ = [
     "BEIJING",

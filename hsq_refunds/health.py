@@ -52,10 +52,10 @@ from django.db.models import Count, Max, Min
 from django.utils import timezone
 from django.utils.translation import gettext, ngettext, pgettext
 
+from .choices import ERROR_OUTCOMES, FINAL_STATUSES, AttentionReason, Outcome, Status
 from .conf import HealthSettings, inspect_settings, setting_path
 from .gateway import ConfigurationError
 from .models import Refund, RefundQuery, SyncRun, SyncTrigger
-from .rules import ERROR_OUTCOMES, FINAL_STATUSES, AttentionReason, Outcome, Status
 
 __all__ = [
     "HealthCheck",

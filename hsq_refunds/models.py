@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from .choices import FINAL_STATUSES, Application, AttentionReason, Outcome, Source, Status
 from .columns import (
     CODE_LENGTH,
     ERROR_CODE_LENGTH,
@@ -36,7 +37,6 @@ from .conf import default_merchant_no, get_settings, merchant_numbers
 from .gateway import InvalidRequestError, check_trans_no
 from .gateway.validation import REFUND_REASON_MAX_LENGTH
 from .money import fen_to_yuan
-from .rules import FINAL_STATUSES, Application, AttentionReason, Outcome, Source, Status
 
 __all__ = [
     "Application",

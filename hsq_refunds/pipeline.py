@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext
 
+from .choices import ERROR_OUTCOMES, Outcome
 from .clients import get_client
 from .conf import HsqRefundsSettings
 from .gateway import ConfigurationError, HsqClient, RefundQueryResult
@@ -27,7 +28,7 @@ from .gateway.text import printable
 from .models import Refund, RefundQuery
 from .recording import AnsweredRefund, audit_row, write_answers
 from .report import UNKNOWN_REFUND, RefundFailure, SyncReport
-from .rules import ERROR_OUTCOMES, Decision, Outcome, decide, decide_failure
+from .rules import Decision, decide, decide_failure
 from .selection import Selection
 
 __all__ = ["ProgressCallback", "Run"]

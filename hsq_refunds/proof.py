@@ -17,6 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.utils.translation import gettext
 
+from .choices import Source
 from .conf import get_settings, setting_path
 from .gateway import (
     ConfigurationError,
@@ -24,7 +25,7 @@ from .gateway import (
     verify_notification_signature,
     verify_result,
 )
-from .models import Refund, Source
+from .models import Refund
 
 __all__ = ["ProofFailure", "ProofKeys", "check_proof"]
 

@@ -19,9 +19,10 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.utils import timezone
 
+from .choices import Source
 from .columns import storable
 from .models import Refund, RefundQuery, _updates_return_rows
-from .rules import Decision, Source
+from .rules import Decision
 from .signals import send_refund_signals
 
 __all__ = [

@@ -16,6 +16,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext, ngettext, pgettext
 from django.utils.translation import gettext_lazy as _
 
+from .choices import Outcome, Status
 from .gateway import (
     ConfigurationError,
     GatewayError,
@@ -24,7 +25,7 @@ from .gateway import (
     SignatureError,
     TransportError,
 )
-from .rules import INTERNAL, Decision, Outcome, Status
+from .rules import INTERNAL, Decision
 
 __all__ = [
     "CONFIGURATION",
@@ -88,7 +89,7 @@ class SyncReport:
     ``selected``: refunds the selection produced (claimed or skipped); ``queried``: refunds
     asked about at HSQ (configuration errors are not queries); ``skipped``: refunds another run
     had claimed (or whose claim this run lost); ``outcomes``: per
-    :class:`~hsq_refunds.rules.Outcome`; ``status_changes``: per ``(old, new)``; ``by_status``:
+    :class:`~hsq_refunds.choices.Outcome`; ``status_changes``: per ``(old, new)``; ``by_status``:
     status after the sync of every refund handled; ``flagged``: attention reasons raised;
     ``errors``: one :class:`RefundFailure` per refund whose query failed, and per explicitly
     given transNo that is not tracked.

@@ -17,7 +17,7 @@ sync run inside a caller's transaction signals only when that transaction commit
     whether HSQ answered, refused, or could not be heard); sent once per application.
 ``refund_needs_attention(refund, reason)``
     The refund was flagged for a person; ``reason`` is an
-    :class:`~hsq_refunds.rules.AttentionReason` value. Sent once per reason.
+    :class:`~hsq_refunds.choices.AttentionReason` value. Sent once per reason.
 
 Receivers run in the process that synced; keep them quick, or hand the work to a task queue.
 An exception in a receiver is logged and does not stop the sync.
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from django.dispatch import Signal
 
-from .rules import Status
+from .choices import Status
 
 if TYPE_CHECKING:
     from .models import Refund

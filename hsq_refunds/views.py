@@ -31,15 +31,16 @@ from django.utils import timezone
 from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 
+from .choices import AttentionReason, Source
 from .clients import get_client
 from .columns import CODE_LENGTH, RESP_MSG_LENGTH, TRADE_NO_LENGTH, TRANS_NO_LENGTH
 from .conf import get_settings
 from .gateway import ConfigurationError, HsqError, RefundQueryResult, SignatureError
 from .gateway.notification import NOTIFICATION_FIELDS, notification_merchant_no
 from .gateway.text import cleaned, printable
-from .models import Refund, RefundQuery, Source, validate_trans_no
+from .models import Refund, RefundQuery, validate_trans_no
 from .recording import record_answer
-from .rules import AttentionReason, Decision, decide
+from .rules import Decision, decide
 
 __all__ = ["MAX_BODY_BYTES", "refund_notify"]
 

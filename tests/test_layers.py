@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "money": 1,
     "ratelimit": 1,
     "readers": 1,
+    "choices": 1,
     "rules": 2,
     "models": 3,
     "signals": 3,

@@ -22,11 +22,12 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from .. import conf, tasks
+from ..choices import AttentionReason
 from ..dashboard import DashboardAdminMixin
 from ..export import ExportAdminMixin
 from ..gateway import HsqError
 from ..gateway.validation import MAX_AMOUNT_FEN
-from ..models import AttentionReason, Refund, RefundQuery, RefundQuerySet, SyncTrigger
+from ..models import Refund, RefundQuery, RefundQuerySet, SyncTrigger
 from ..money import format_fen
 from ..report import describe_error, describe_failures, error_label
 from ..sync import sync_refunds

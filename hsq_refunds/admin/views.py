@@ -21,8 +21,9 @@ from django.views.generic.base import ContextMixin, TemplateResponseMixin
 
 from .. import conf
 from ..apply import balance_of, send_again, unknown_amounts_message
+from ..choices import Application, AttentionReason
 from ..gateway import HsqError, new_trans_no
-from ..models import Application, AttentionReason, Refund, SyncTrigger
+from ..models import Refund, SyncTrigger
 from ..money import format_fen
 from ..report import SyncReport, describe_error, describe_failures
 from ..sync import sync_refund

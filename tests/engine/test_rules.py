@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from hsq_refunds.choices import STATUS_RANK, AttentionReason, Outcome, Status
 from hsq_refunds.conf import get_settings
 from hsq_refunds.gateway import (
     ConfigurationError,
@@ -20,17 +21,7 @@ from hsq_refunds.gateway import (
     TransportError,
 )
 from hsq_refunds.models import Refund
-from hsq_refunds.rules import (
-    STATUS_RANK,
-    AttentionReason,
-    Outcome,
-    Status,
-    classify,
-    decide,
-    error_backoff,
-    next_query_time,
-    scheduled_interval,
-)
+from hsq_refunds.rules import classify, decide, error_backoff, next_query_time, scheduled_interval
 
 NOW = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
 OPEN = ["UNKNOWN", "INIT", "PROCESSING"]

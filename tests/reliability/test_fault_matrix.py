@@ -23,8 +23,8 @@ from django_q.models import Task
 from django_q.tasks import async_task
 
 from hsq_refunds import tasks
+from hsq_refunds.choices import ERROR_OUTCOMES
 from hsq_refunds.models import Refund, RefundQuery
-from hsq_refunds.rules import ERROR_OUTCOMES
 from hsq_refunds.sync import sync_refunds
 
 from .conftest import READ_TIMEOUT

@@ -27,9 +27,9 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hsq_refunds.choices import ERROR_OUTCOMES, STATUS_RANK
 from hsq_refunds.gateway.signing import failure_sign_strings, sign, success_sign_string
 from hsq_refunds.models import Refund, RefundQuery
-from hsq_refunds.rules import ERROR_OUTCOMES, STATUS_RANK
 from hsq_refunds.sync import sync_refund
 
 from .gateway import ScriptedGateway

@@ -40,13 +40,14 @@ from hypothesis.stateful import (
 )
 
 from hsq_refunds.apply import apply_refund, balance_of, send_again
+from hsq_refunds.choices import FINAL_STATUSES, Source
 from hsq_refunds.conf import get_settings
 from hsq_refunds.exceptions import RefundRefused
 from hsq_refunds.gateway import GatewayError, RefundApplyResult, RefundStatus
 from hsq_refunds.gateway.signing import request_sign_string, sign
 from hsq_refunds.models import PaidOrder, Refund, RefundQuery
 from hsq_refunds.recording import record_answer
-from hsq_refunds.rules import FINAL_STATUSES, Source, decide_application
+from hsq_refunds.rules import decide_application
 from hsq_refunds.sync import sync_refund
 
 pytestmark = pytest.mark.django_db

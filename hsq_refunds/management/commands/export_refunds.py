@@ -19,9 +19,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext, ngettext
 
+from hsq_refunds.choices import Status
 from hsq_refunds.export import BEIJING, CsvExport
 from hsq_refunds.models import Refund
-from hsq_refunds.rules import Status
 
 
 def _day(value: str) -> date:
