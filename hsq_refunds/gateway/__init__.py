@@ -38,7 +38,7 @@ from .errors import (
     TransportError,
 )
 from .keys import KeySource, load_platform_key, load_private_key
-from .methods import READ_ONLY_METHODS, RefundApplication, RefundQuery, new_trans_no
+from .methods import READ_ONLY_METHODS, RefundApplyRequest, RefundQueryRequest, new_trans_no
 from .notification import (
     notification_merchant_no,
     verify_notification,
@@ -86,9 +86,9 @@ __all__ = [
     "InvalidRequestError",
     "KeySource",
     "RateLimiter",
-    "RefundApplication",
+    "RefundApplyRequest",
     "RefundApplyResult",
-    "RefundQuery",
+    "RefundQueryRequest",
     "RefundQueryResult",
     "RefundStatus",
     "RespCode",

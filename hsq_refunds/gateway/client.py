@@ -28,8 +28,8 @@ from .methods import (
     READ_ONLY_METHODS,
     REFUND_APPLY_METHOD,
     REFUND_QUERY_METHOD,
-    RefundApplication,
-    RefundQuery,
+    RefundApplyRequest,
+    RefundQueryRequest,
 )
 from .notification import verify_notification as _verify_notification
 from .response import beijing, parse_refund_query_response, parse_signed_response
@@ -258,7 +258,7 @@ class HsqClient:
         that cannot be sent (before anything is sent), :class:`TransportError`,
         :class:`GatewayError`, :class:`SignatureError` or :class:`ResponseError` otherwise.
         """
-        request = RefundQuery(trans_no)
+        request = RefundQueryRequest(trans_no)
         return self._logged(request.method, trans_no, lambda: self._send(request))
 
     def apply_refund(
@@ -280,7 +280,7 @@ class HsqClient:
         what the original order was paid; ``request_date`` (timezone-aware) defaults to now.
         Every argument is checked before anything is sent (:class:`InvalidRequestError`
         naming it): order numbers, ``1 <= amount <= orig_amount <= MAX_AMOUNT_FEN`` as
-        ``int``, texts and URL within their limits. See :class:`~.methods.RefundApplication`.
+        ``int``, texts and URL within their limits. See :class:`~.methods.RefundApplyRequest`.
 
         The application is sent once: it is retried only when the connection could not be
         made, so that nothing reached the gateway; after a read timeout, a broken connection,
@@ -289,7 +289,7 @@ class HsqClient:
         :class:`GatewayError` (``signed`` says whether it was authenticated). Returns the
         verified result, which must be about ``trans_no`` (else :class:`ResponseError`).
         """
-        request = RefundApplication(
+        request = RefundApplyRequest(
             trans_no=trans_no,
             orig_trans_no=orig_trans_no,
             orig_amount=orig_amount,
@@ -358,7 +358,7 @@ class HsqClient:
             body, sign_key=self._sign_key.reveal(), platform_key=self._platform_key
         )
 
-    def _send(self, request: RefundQuery | RefundApplication) -> Any:
+    def _send(self, request: RefundQueryRequest | RefundApplyRequest) -> Any:
         signed = self.call(request.method, request.business())
         return request.result(signed, merchant_no=self._merchant_no)
 

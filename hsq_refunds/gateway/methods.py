@@ -32,8 +32,8 @@ __all__ = [
     "READ_ONLY_METHODS",
     "REFUND_APPLY_METHOD",
     "REFUND_QUERY_METHOD",
-    "RefundApplication",
-    "RefundQuery",
+    "RefundApplyRequest",
+    "RefundQueryRequest",
     "beijing_timestamp",
     "new_trans_no",
 ]
@@ -49,7 +49,7 @@ _SUFFIX_DIGITS = 8
 
 
 @dataclass(frozen=True, slots=True)
-class RefundQuery:
+class RefundQueryRequest:
     """``POLYMERIZE_REFUND_QUERY``: where does the refund ``trans_no`` stand?"""
 
     method: ClassVar[str] = REFUND_QUERY_METHOD
@@ -67,7 +67,7 @@ class RefundQuery:
 
 
 @dataclass(frozen=True, slots=True)
-class RefundApplication:
+class RefundApplyRequest:
     """``POLYMERIZE_REFUND``: refund ``amount`` fen of the paid order ``orig_trans_no``.
 
     ``trans_no`` is the new refund's own merchant order number (unique: every later query and

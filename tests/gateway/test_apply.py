@@ -22,7 +22,7 @@ from hsq_refunds.gateway import (
     GatewayError,
     HsqClient,
     InvalidRequestError,
-    RefundApplication,
+    RefundApplyRequest,
     RefundApplyResult,
     RefundStatus,
     ResponseError,
@@ -433,7 +433,7 @@ def test_logs_name_the_method_and_trans_no_and_hide_secrets(gateway, platform_pr
 
 
 def test_the_typed_request_is_usable_alone():
-    request = RefundApplication(**application(return_url="https://example.com/n"))
+    request = RefundApplyRequest(**application(return_url="https://example.com/n"))
     assert request.method == "POLYMERIZE_REFUND"
     assert request.business()["returnUrl"] == "https://example.com/n"
     assert request.request_date_text == "20240101120000"

@@ -10,7 +10,7 @@ import pytest
 
 from hsq_refunds.gateway import (
     HsqClient,
-    RefundApplication,
+    RefundApplyRequest,
     TransportError,
     load_platform_key,
     load_private_key,
@@ -130,7 +130,7 @@ def _demo_client(demo_dir, url):
 
 
 def test_application_sign_string_matches_the_documented_one():
-    business = RefundApplication(**APPLY_ARGUMENTS).business()
+    business = RefundApplyRequest(**APPLY_ARGUMENTS).business()
     assert encode_sign_content(business) == APPLY_SIGN_CONTENT
     fields = {
         "method": "POLYMERIZE_REFUND",

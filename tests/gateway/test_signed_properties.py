@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from hsq_refunds.gateway import (
     HsqError,
-    RefundApplication,
+    RefundApplyRequest,
     RefundApplyResult,
     RefundQueryResult,
     SignedResult,
@@ -59,7 +59,7 @@ result_values = (
 )
 results = st.dictionaries(result_keys, result_values, max_size=10)
 
-APPLICATION = RefundApplication(
+APPLICATION = RefundApplyRequest(
     trans_no=TRANS_NO,
     orig_trans_no="PAY1",
     orig_amount=2000,
