@@ -9,6 +9,9 @@ PYTHON ?= $(shell for p in python3 python3.11 python3.12 python3.13 $$HOME/.pyen
 # Python 3.12 for Django 6.0 (the line between the LTS and the newest).
 PYTHON312 ?= $(shell for p in $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null) python3.12; do \
 	$$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
+# Python 3.11, the oldest supported, for the run with the oldest requests and urllib3.
+PYTHON311 ?= $(shell for p in $$(ls -d $$HOME/.pyenv/versions/3.11*/bin/python3.11 2>/dev/null) python3.11; do \
+	$$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 # Python 3.13 for the second supported line (newest Django 6.1).
 PYTHON313 ?= $(shell for p in $$(ls -d $$HOME/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null) python3.13; do \
 	$$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
@@ -16,16 +19,19 @@ PYTHON313 ?= $(shell for p in $$(ls -d $$HOME/.pyenv/versions/3.13*/bin/python3.
 VENV := .venv
 VENV312 := .venv-py312
 VENV313 := .venv-py313
+VENVMIN := .venv-min
+# The lower bounds of requests and urllib3 in pyproject.toml's dependencies: keep them equal.
+MIN_DEPENDENCIES := 'requests==2.31.0' 'urllib3==2.0.7'
 BIN := $(VENV)/bin
 PYTEST_FAST := -m "not slow and not browser and not postgres and not redis"
 
 .PHONY: help demo serve test lint format package docs test-sqlite test-postgres test-py312 \
-	test-py313 system-deps services-stop bench clean
+	test-py313 test-min system-deps services-stop bench clean
 
 help:
 	@echo "make demo   - the example project applying for refunds, receiving notifications and syncing, with the local sandbox gateway"
 	@echo "make serve  - the example project's admin, sandbox and django-q2 cluster, for a person"
-	@echo "make test   - lint, the whole test suite (SQLite, PostgreSQL, Python 3.13 + Django 6.1)"
+	@echo "make test   - lint, the whole test suite (SQLite, PostgreSQL, Python 3.13 + Django 6.1, oldest requests + urllib3)"
 	@echo "make docs   - the documentation site (English and Chinese), built --strict into site/"
 	@echo "make bench  - the benchmarks under bench/"
 
@@ -48,6 +54,13 @@ $(VENV313)/.installed: pyproject.toml
 	$(PYTHON313) -m venv $(VENV313)
 	$(VENV313)/bin/pip install -q --upgrade pip
 	$(VENV313)/bin/pip install -q -e '.[test]' 'Django>=6.1,<6.2'
+	@touch $@
+
+$(VENVMIN)/.installed: pyproject.toml
+	@test -n "$(PYTHON311)" || { echo "Python 3.11 is needed for the oldest-dependencies run" >&2; exit 1; }
+	$(PYTHON311) -m venv $(VENVMIN)
+	$(VENVMIN)/bin/pip install -q --upgrade pip
+	$(VENVMIN)/bin/pip install -q -e '.[test]' $(MIN_DEPENDENCIES)
 	@touch $@
 
 system-deps:
@@ -87,6 +100,7 @@ test: system-deps $(VENV)/.installed
 	$(MAKE) test-postgres
 	$(MAKE) test-py312
 	$(MAKE) test-py313
+	$(MAKE) test-min
 	$(BIN)/python -m tests.services stop
 
 # The sdist and the wheel, checked as a package index would (metadata, README, contents).
@@ -113,12 +127,17 @@ test-py312: $(VENV312)/.installed
 test-py313: $(VENV313)/.installed
 	$(VENV313)/bin/python -m pytest -p no:cacheprovider $(PYTEST_FAST)
 
+# The fast part once more on Python 3.11 with the oldest requests and urllib3 allowed.
+test-min: $(VENVMIN)/.installed
+	$(VENVMIN)/bin/python -m pytest -p no:cacheprovider $(PYTEST_FAST)
+
 services-stop: $(VENV)/.installed
 	$(BIN)/python -m tests.services stop
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/crypto.py
+	$(BIN)/python bench/transport.py
 	$(BIN)/python bench/sync_throughput.py
 
 clean:
-	rm -rf $(VENV) $(VENV312) $(VENV313) .pytest_cache .ruff_cache .hypothesis build dist
+	rm -rf $(VENV) $(VENV312) $(VENV313) $(VENVMIN) .pytest_cache .ruff_cache .hypothesis build dist

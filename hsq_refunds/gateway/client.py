@@ -36,7 +36,6 @@ from .response import beijing, parse_refund_query_response, parse_signed_respons
 from .results import RefundApplyResult, RefundQueryResult, SignedResult
 from .signing import encode_sign_content, request_sign_string, sign
 from .text import printable
-from .transport import _Retry as _Retry  # importable from here, where it used to live
 from .transport import make_session, post_form, sends_once
 from .validation import (
     ENVIRONMENTS,
@@ -154,8 +153,8 @@ class HsqClient:
     :class:`~hsq_refunds.gateway.errors.TransportError` naming the deadline.
 
     A ``session`` passed in is used as it is (its adapters, proxies and TLS settings are the
-    caller's, so the retry settings do not apply to it, and the deadline is applied only
-    between retries and at the end) and is not closed by :meth:`close`. An application for
+    caller's, so the retry settings do not apply to it, nor does the deadline shorten its
+    adapter's waits between retries) and is not closed by :meth:`close`. An application for
     a refund is refused with a :class:`ConfigurationError` when that session's adapter would
     send a POST again after it may have arrived.
     """

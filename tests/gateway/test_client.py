@@ -26,7 +26,8 @@ from hsq_refunds.gateway import (
     RefundStatus,
     TransportError,
 )
-from hsq_refunds.gateway.client import _Retry
+from hsq_refunds.gateway.transport import _Retry
+from hsq_refunds.gateway.validation import RETRY_AFTER_CAP
 
 from .conftest import REPO_ROOT
 from .support import (
@@ -160,7 +161,7 @@ def test_proxy_and_ca_bundle_come_from_the_environment_once(make_client, monkeyp
 
 
 def test_own_session_sends_what_requests_would_send(make_client, recording_gateway, monkeypatch):
-    """The client's own calls skip requests' per-request work; the wire must not tell."""
+    """The client's own session sends what a plain requests session sends."""
     monkeypatch.setattr(requests.utils, "default_user_agent", lambda: "hsq-refunds")
     for session in (None, requests.Session()):
         if session is not None:
@@ -312,8 +313,8 @@ def test_retry_after_is_honoured(make_client, recording_gateway, platform_privat
 def test_retry_after_is_capped():
     retry = _Retry(total=1)
     assert retry.parse_retry_after("5") == 5
-    assert retry.parse_retry_after("86400") == _Retry.RETRY_AFTER_CAP
-    assert retry.new(total=0).parse_retry_after("86400") == _Retry.RETRY_AFTER_CAP
+    assert retry.parse_retry_after("86400") == RETRY_AFTER_CAP
+    assert retry.new(total=0).parse_retry_after("86400") == RETRY_AFTER_CAP
 
 
 def test_connection_refused(make_client):

@@ -116,11 +116,11 @@ def test_odd_characters_survive_form_encoding_and_signing(hsq_sandbox, client):
     assert client.query_refund(trans_no).status is RefundStatus.SUCCESS
 
 
-def test_each_request_is_one_write_on_new_and_kept_alive_connections(
+def test_each_request_is_sent_whole_once_on_new_and_kept_alive_connections(
     hsq_sandbox, client, monkeypatch
 ):
-    """Headers and body leave in one write (one system call, one segment), and each request
-    goes out whole exactly once, whether its connection is new or kept alive."""
+    """Each request goes out whole exactly once, its headers and then its body, whether its
+    connection is new or kept alive."""
     writes: list[bytes] = []
     send = http.client.HTTPConnection.send
 
@@ -140,10 +140,9 @@ def test_each_request_is_one_write_on_new_and_kept_alive_connections(
     for trans_no in ("R1", "R2", "R3"):
         hsq_sandbox.add_refund(trans_no, amount=100, timeline=[{"status": "SUCCESS"}])
         assert client.query_refund(trans_no).status is RefundStatus.SUCCESS
-    assert len(writes) == 3, [w[:40] for w in writes]
-    for write in writes:
-        head, _, body = write.partition(b"\r\n\r\n")
-        assert head.startswith(b"POST /")
+    assert len(writes) == 6, [w[:40] for w in writes]
+    for head, body in zip(writes[::2], writes[1::2], strict=True):
+        assert head.startswith(b"POST /") and head.endswith(b"\r\n\r\n")
         assert f"Content-Length: {len(body)}".encode() in head
         assert body.startswith(b"merchantNo=") or b"&merchantNo=" in body
     assert len(connects) == 1  # the first request made the connection; the others reused it
