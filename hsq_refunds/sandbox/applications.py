@@ -18,9 +18,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,16 +30,15 @@ from ..gateway.validation import (
     check_base_url,
     has_forbidden_characters,
 )
-from .refunds import SHANGHAI, Step
+from .refunds import SHANGHAI, SandboxRefund, Step, is_seconds
 
 __all__ = [
     "KINDS",
-    "AddOrderMixin",
     "ApplicationRefused",
     "ApplyTiming",
     "Order",
     "ReceivedApplication",
-    "order_spec",
+    "applied_result",
     "parse_application",
     "parse_order_spec",
 ]
@@ -61,6 +59,17 @@ REQUEST_DATE_ERROR = ("REQUEST_DATE_ERROR", "请求时间与服务器时间相�
 _DIGITS = re.compile(r"[0-9]{1,20}")
 _DATE = re.compile(r"[0-9]{14}")
 _ORDER_KEYS = frozenset({"origTransNo", "amount", "kind"})
+#: The fields of an accepted application's answer, from the refund's result.
+_RESULT_FIELDS = (
+    "merchantNo",
+    "transNo",
+    "tradeNo",
+    "orderAmt",
+    "orderStatus",
+    "finishedDate",
+    "respCode",
+    "respMsg",
+)
 
 
 class ApplicationRefused(ValueError):
@@ -87,15 +96,12 @@ class Order:
 
 @dataclass(frozen=True, slots=True)
 class ReceivedApplication:
-    """A refund application whose every field passed the checks."""
+    """What the sandbox keeps of a refund application whose every field passed the checks."""
 
     trans_no: str
-    refund_type: int
     orig_trans_no: str
     orig_amount: int
     amount: int
-    request_date: dt.datetime
-    reason: str
     return_url: str
     extend: str
 
@@ -127,26 +133,12 @@ class ApplyTiming:
                 f"(known: {', '.join(sorted(known))})"
             )
         for key, value in changes.items():
-            if not _seconds(value):
+            if not is_seconds(value):
                 raise ValueError(f"apply settings: {key} must be a finite number >= 0")
         return dataclasses.replace(self, **{k: float(v) for k, v in changes.items()})
 
     def to_json(self) -> dict[str, float]:
         return dataclasses.asdict(self)
-
-
-def _seconds(value: Any) -> bool:
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and math.isfinite(value)
-        and value >= 0
-    )
-
-
-def order_spec(orig_trans_no: str, amount: int, kind: str = "balance") -> dict[str, Any]:
-    """The JSON spec for the arguments of ``add_order`` (shared by server and client)."""
-    return {"origTransNo": orig_trans_no, "amount": amount, "kind": kind}
 
 
 def parse_order_spec(spec: Any) -> Order:
@@ -180,32 +172,27 @@ def _order_number(value: Any) -> bool:
     )
 
 
-def read_business(sign_content: str) -> dict[str, Any]:
-    """The business JSON object of an application, or :class:`ApplicationRefused`."""
+def parse_application(sign_content: str, now: dt.datetime) -> ReceivedApplication:
+    """Check every field of an application's business JSON against the gateway's rules."""
     try:
         business = json.loads(sign_content)
     except ValueError:
         raise _param_error("signContent") from None
     if not isinstance(business, dict):
         raise _param_error("signContent")
-    return business
-
-
-def parse_application(business: Mapping[str, Any], now: dt.datetime) -> ReceivedApplication:
-    """Check every field of an application's business JSON against the gateway's rules."""
     trans_no = business.get("transNo")
     if not _order_number(trans_no):
         raise _param_error("transNo")
     orig_trans_no = business.get("origTransNo")
     if not _order_number(orig_trans_no):
         raise _param_error("origTransNo")
-    refund_type = _whole(business.get("refundType"), "refundType", minimum=0)
+    _whole(business.get("refundType"), "refundType", minimum=0)
     orig_amount = _whole(business.get("origOrderAmt"), "origOrderAmt", minimum=1)
     amount = _whole(business.get("orderAmt"), "orderAmt", minimum=1)
     if amount > orig_amount:
         raise ApplicationRefused(*REFUND_AMOUNT_EXCEED)
-    request_date = _request_date(business.get("requestDate"), now)
-    reason = _text(business.get("refundReason"), "refundReason", REASON_MAX_LENGTH, True)
+    _check_request_date(business.get("requestDate"), now)
+    _text(business.get("refundReason"), "refundReason", REASON_MAX_LENGTH, True)
     extend = _text(business.get("extend"), "extend", EXTEND_MAX_LENGTH, False)
     return_url = _text(business.get("returnUrl"), "returnUrl", RETURN_URL_MAX_LENGTH, False)
     if return_url:
@@ -215,15 +202,18 @@ def parse_application(business: Mapping[str, Any], now: dt.datetime) -> Received
             raise _param_error("returnUrl") from None
     return ReceivedApplication(
         trans_no=str(trans_no),
-        refund_type=refund_type,
         orig_trans_no=str(orig_trans_no),
         orig_amount=orig_amount,
         amount=amount,
-        request_date=request_date,
-        reason=reason,
         return_url=return_url,
         extend=extend,
     )
+
+
+def applied_result(refund: SandboxRefund, now: dt.datetime) -> dict[str, str]:
+    """The result the answer to an accepted application holds."""
+    result = refund.result_at(now)
+    return {name: result[name] for name in _RESULT_FIELDS if name in result}
 
 
 def _whole(value: Any, name: str, *, minimum: int) -> int:
@@ -239,7 +229,7 @@ def _whole(value: Any, name: str, *, minimum: int) -> int:
     return number
 
 
-def _request_date(value: Any, now: dt.datetime) -> dt.datetime:
+def _check_request_date(value: Any, now: dt.datetime) -> None:
     if not isinstance(value, str) or not _DATE.fullmatch(value):
         raise _param_error("requestDate")
     try:
@@ -248,7 +238,6 @@ def _request_date(value: Any, now: dt.datetime) -> dt.datetime:
         raise _param_error("requestDate") from None
     if abs(now - date) > REQUEST_DATE_WINDOW:
         raise ApplicationRefused(*REQUEST_DATE_ERROR)
-    return date
 
 
 def _text(value: Any, name: str, max_length: int, required: bool) -> str:
@@ -257,14 +246,3 @@ def _text(value: Any, name: str, max_length: int, required: bool) -> str:
     if not isinstance(value, str) or len(value) > max_length or has_forbidden_characters(value):
         raise _param_error(name)
     return value
-
-
-class AddOrderMixin:
-    """``add_order`` for any class whose ``add_orders`` takes JSON specs (server and client)."""
-
-    def add_orders(self, specs: Iterable[Mapping[str, Any]]) -> int:
-        raise NotImplementedError
-
-    def add_order(self, orig_trans_no: str, amount: int, kind: str = "balance") -> None:
-        """Declare (or replace) one original order; see :mod:`hsq_refunds.sandbox.applications`."""
-        self.add_orders([order_spec(orig_trans_no, amount, kind)])

@@ -7,19 +7,81 @@ drive either without caring where the server runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import requests
 
-from .applications import AddOrderMixin
-from .faults import make_fault
-from .refunds import AddRefundMixin
+from .faults import Fault, make_fault
 
-__all__ = ["SandboxControl"]
+__all__ = ["SandboxCommands", "SandboxControl"]
 
 
-class SandboxControl(AddRefundMixin, AddOrderMixin):
+class SandboxCommands:
+    """``add_refund``, ``add_order`` and ``set_fault``, for a sandbox in-process or over HTTP:
+    each builds the JSON spec (or the fault) that ``add_refunds``, ``add_orders`` or
+    ``add_fault`` takes."""
+
+    def add_refunds(self, specs: Iterable[Mapping[str, Any]]) -> int:
+        raise NotImplementedError
+
+    def add_orders(self, specs: Iterable[Mapping[str, Any]]) -> int:
+        raise NotImplementedError
+
+    def add_fault(self, fault: Fault) -> None:
+        raise NotImplementedError
+
+    def add_refund(
+        self,
+        trans_no: str,
+        *,
+        amount: int = 100,
+        timeline: Sequence[Mapping[str, Any]] | None = None,
+        orig_trans_no: str = "",
+        extend: str = "",
+        merchant_no: str | None = None,
+        trade_no: str | None = None,
+        created_at: dt.datetime | None = None,
+    ) -> None:
+        """Add (or replace) one refund; see :mod:`hsq_refunds.sandbox.refunds`."""
+        if created_at is not None and created_at.tzinfo is None:
+            raise ValueError("created_at must be timezone-aware")
+        spec: dict[str, Any] = {
+            "transNo": trans_no,
+            "amount": amount,
+            "origTransNo": orig_trans_no,
+            "extend": extend,
+        }
+        if timeline is not None:
+            spec["timeline"] = [dict(step) for step in timeline]
+        if merchant_no is not None:
+            spec["merchantNo"] = merchant_no
+        if trade_no is not None:
+            spec["tradeNo"] = trade_no
+        if created_at is not None:
+            spec["createdAt"] = created_at.isoformat()
+        self.add_refunds([spec])
+
+    def add_order(self, orig_trans_no: str, amount: int, kind: str = "balance") -> None:
+        """Declare (or replace) one original order; see :mod:`hsq_refunds.sandbox.applications`."""
+        self.add_orders([{"origTransNo": orig_trans_no, "amount": amount, "kind": kind}])
+
+    def set_fault(
+        self,
+        name: str,
+        *,
+        trans_no: str | None = None,
+        times: int | None = None,
+        method: str | None = None,
+        **params: Any,
+    ) -> None:
+        """Inject a fault for one refund or (``trans_no=None``) every one, aimed at one
+        ``method`` or (``None``) every channel it acts on; see :mod:`hsq_refunds.sandbox.faults`."""
+        self.add_fault(make_fault(name, trans_no=trans_no, times=times, method=method, **params))
+
+
+class SandboxControl(SandboxCommands):
     """Client of a sandbox's JSON control endpoint (``http://HOST:PORT/sandbox``)."""
 
     def __init__(self, control_url: str, *, timeout: float = 30.0) -> None:
@@ -49,17 +111,7 @@ class SandboxControl(AddRefundMixin, AddOrderMixin):
         answer = self._call("POST", "orders", {"orders": [dict(spec) for spec in specs]})
         return int(answer["added"])
 
-    def set_fault(
-        self,
-        name: str,
-        *,
-        trans_no: str | None = None,
-        times: int | None = None,
-        method: str | None = None,
-        **params: Any,
-    ) -> None:
-        """Inject a fault; see :mod:`hsq_refunds.sandbox.faults`."""
-        fault = make_fault(name, trans_no=trans_no, times=times, method=method, **params)
+    def add_fault(self, fault: Fault) -> None:
         self._call("POST", "faults", fault.to_spec())
 
     def clear_faults(self) -> None:

@@ -169,22 +169,19 @@ def create_credentials(
         merchant_no.encode(), merchant_key, merchant_cert, None, encryption
     )
 
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_private(base / names["private_key"], pfx)
-    _write_private(
-        base / names["merchant_cert"], merchant_cert.public_bytes(serialization.Encoding.PEM)
-    )
-    _write_private(
-        base / names["platform_cert"], platform_cert.public_bytes(serialization.Encoding.PEM)
-    )
-    _write_private(
-        base / names["platform_private_key"],
-        platform_key.private_bytes(
+    files = {
+        "private_key": pfx,
+        "merchant_cert": merchant_cert.public_bytes(serialization.Encoding.PEM),
+        "platform_cert": platform_cert.public_bytes(serialization.Encoding.PEM),
+        "platform_private_key": platform_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ),
-    )
+    }
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for key, data in files.items():
+        _write_private(base / names[key], data)
     description = {
         "merchant_no": merchant_no,
         "sign_key": sign_key,

@@ -32,10 +32,11 @@ JSON form (control endpoint, scenario files)::
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .refunds import STATUSES, is_seconds
 
 __all__ = [
     "APPLY",
@@ -145,7 +146,30 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "huge_amount": {"amount": 2**64 + 1},
     "trickle": {"chunk": 4, "interval": 0.5, "body_only": False},
 }
-ORDER_STATUSES = ("INIT", "PROCESSING", "SUCCESS", "FAIL")
+
+
+def _integer(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int)
+
+
+def _text(value: Any) -> bool:
+    """A string that UTF-8 can encode: one without lone surrogates."""
+    return isinstance(value, str) and not any("\ud800" <= char <= "\udfff" for char in value)
+
+
+#: Per kind of parameter: the check of a value, and what the value must be.
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    _NUMBER: (is_seconds, "a finite number >= 0"),
+    _INTEGER: (_integer, "an integer"),
+    _COUNT: (lambda value: _integer(value) and value >= 1, "a positive integer"),
+    _STATUS: (
+        lambda value: _integer(value) and 100 <= value <= 599,
+        "an HTTP status between 100 and 599",
+    ),
+    _ORDER_STATUS: (lambda value: value in STATUSES, f"one of {', '.join(STATUSES)}"),
+    _FLAG: (lambda value: isinstance(value, bool), "true or false"),
+    _TEXT: (_text, "a string (with no lone surrogates: it is signed as UTF-8)"),
+}
 
 
 @dataclass(slots=True)
@@ -203,51 +227,13 @@ def make_fault(
         if kind is None:
             allowed = ", ".join(kinds) or "none"
             raise ValueError(f"fault {name}: unknown parameter {key!r} (allowed: {allowed})")
-        _check_param(name, key, kind, value)
+        check, expected = _CHECKS[kind]
+        if not check(value):
+            raise ValueError(f"fault {name}: {key} must be {expected}")
     required = _REQUIRED.get(name)
     if required is not None and required not in params:
         raise ValueError(f"fault {name}: needs {required}")
     return Fault(name, trans_no, times, {**DEFAULTS.get(name, {}), **params}, method)
-
-
-def _check_param(name: str, key: str, kind: str, value: Any) -> None:
-    integer = not isinstance(value, bool) and isinstance(value, int)
-    if kind == _NUMBER:
-        ok = (
-            not isinstance(value, bool)
-            and isinstance(value, int | float)
-            and math.isfinite(value)
-            and value >= 0
-        )
-        expected = "a finite number >= 0"
-    elif kind == _INTEGER:
-        ok = integer
-        expected = "an integer"
-    elif kind == _COUNT:
-        ok = integer and value >= 1
-        expected = "a positive integer"
-    elif kind == _STATUS:
-        ok = integer and 100 <= value <= 599
-        expected = "an HTTP status between 100 and 599"
-    elif kind == _ORDER_STATUS:
-        ok = value in ORDER_STATUSES
-        expected = f"one of {', '.join(ORDER_STATUSES)}"
-    elif kind == _FLAG:
-        ok = isinstance(value, bool)
-        expected = "true or false"
-    else:
-        ok = isinstance(value, str) and _encodable(value)
-        expected = "a string (with no lone surrogates: it is signed as UTF-8)"
-    if not ok:
-        raise ValueError(f"fault {name}: {key} must be {expected}")
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_fault_spec(spec: Any) -> Fault:
@@ -279,17 +265,10 @@ class FaultBook:
     def clear(self) -> None:
         self._faults.clear()
 
-    def __bool__(self) -> bool:
-        return bool(self._faults)
-
     def _candidates(self, trans_no: str | None, channel: str) -> list[Fault]:
         """The faults for ``channel``: the refund's own first, then those for every refund."""
-        own = [
-            f
-            for f in self._faults
-            if trans_no is not None and f.trans_no == trans_no and f.acts_on(channel)
-        ]
-        return own + [f for f in self._faults if f.trans_no is None and f.acts_on(channel)]
+        found = [f for f in self._faults if f.trans_no in (trans_no, None) and f.acts_on(channel)]
+        return sorted(found, key=lambda fault: fault.trans_no is None)
 
     def _use(self, fault: Fault) -> None:
         if fault.times is not None:

@@ -28,7 +28,6 @@ import heapq
 import itertools
 import json
 import logging
-import math
 import threading
 import time
 import urllib.parse
@@ -37,11 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..gateway.signing import request_sign_string, sign
+from .answers import Answers, corrupt_hex
 from .faults import Fault
-from .refunds import SHANGHAI, SandboxRefund, Step
+from .refunds import SHANGHAI, SandboxRefund, Step, is_seconds
 
 __all__ = ["CONTENT_FIELDS", "Notifier", "NotifySettings", "notification_content"]
 
@@ -104,11 +102,11 @@ class NotifySettings:
             elif key == "schedule":
                 if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
                     raise ValueError("notify settings: schedule must be a list of seconds")
-                if not all(_seconds(item) for item in value):
+                if not all(is_seconds(item) for item in value):
                     raise ValueError("notify settings: schedule holds finite numbers >= 0 only")
                 values[key] = tuple(float(item) for item in value)
             else:
-                if not _seconds(value) or value == 0:
+                if not is_seconds(value) or value == 0:
                     raise ValueError(f"notify settings: {key} must be a finite number > 0")
                 values[key] = float(value)
         return dataclasses.replace(self, **values)
@@ -117,15 +115,6 @@ class NotifySettings:
         data = dataclasses.asdict(self)
         data["schedule"] = list(self.schedule)
         return data
-
-
-def _seconds(value: Any) -> bool:
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and math.isfinite(value)
-        and value >= 0
-    )
 
 
 def notification_content(refund: SandboxRefund, step: Step, offset: float) -> str:
@@ -156,18 +145,8 @@ class _Job:
 class Notifier:
     """Delivers notifications from one daemon thread, on a schedule; thread-safe."""
 
-    def __init__(
-        self,
-        *,
-        merchant_no: str,
-        sign_key: str,
-        platform_private: rsa.RSAPrivateKey,
-        settings: NotifySettings,
-        take_fault: FaultTaker,
-    ) -> None:
-        self._merchant_no = merchant_no
-        self._sign_key = sign_key
-        self._platform_private = platform_private
+    def __init__(self, answers: Answers, settings: NotifySettings, take_fault: FaultTaker) -> None:
+        self._answers = answers
         self._take_fault = take_fault
         self._base_settings = self._settings = settings
         self._cond = threading.Condition()
@@ -180,9 +159,6 @@ class Notifier:
         self._thread: threading.Thread | None = None
         #: The thread that should be running: an earlier one that outlived ``stop`` ends.
         self._token: object | None = None
-
-    def __repr__(self) -> str:
-        return f"Notifier(merchant_no={self._merchant_no!r}, running={self.running})"
 
     # -- settings ------------------------------------------------------------------------
 
@@ -199,10 +175,6 @@ class Notifier:
             return self._settings
 
     # -- lifecycle -----------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def start(self, name: str = "hsq-sandbox-notify") -> None:
         with self._cond:
@@ -314,9 +286,7 @@ class Notifier:
                 return
             delay = self._take_fault(job.trans_no, "notify_delay", True)
             if delay is not None:
-                with self._cond:
-                    if self._current(job):
-                        self._push(job, time.monotonic() + float(delay.params["seconds"]))
+                self._requeue(job, time.monotonic() + float(delay.params["seconds"]))
                 return
             if (
                 not job.final
@@ -329,15 +299,19 @@ class Notifier:
         if job.attempt == 0 and not job.duplicate:
             duplicate = self._take_fault(job.trans_no, "notify_duplicate", False)
             copies = (duplicate.times or 1) if duplicate is not None else 0
-            with self._cond:
-                if self._current(job):
-                    now = time.monotonic()
-                    for _ in range(copies):
-                        copy = dataclasses.replace(job, duplicate=True, signed={})
-                        self._push(copy, now)
+            now = time.monotonic()
+            for _ in range(copies):
+                self._requeue(dataclasses.replace(job, duplicate=True, signed={}), now)
             if job.final:
                 self._release_held(job.trans_no)
         self._attempt(job, session)
+
+    def _requeue(self, job: _Job, due: float) -> None:
+        """Schedule ``job`` (again) at ``due``, unless a reset came since it was scheduled."""
+        with self._cond:
+            if self._current(job):
+                self._push(job, due)
+                self._cond.notify_all()
 
     def _release_held(self, trans_no: str) -> None:
         """Send the notifications held back by ``notify_out_of_order``, after this one."""
@@ -391,29 +365,22 @@ class Notifier:
         )
         job.attempt += 1
         if retry_in is not None:
-            with self._cond:
-                if self._current(job):
-                    self._push(job, time.monotonic() + retry_in)
-                    self._cond.notify_all()
+            self._requeue(job, time.monotonic() + retry_in)
 
     def _form(self, job: _Job, settings: NotifySettings, bad_signature: bool) -> dict[str, str]:
         fields = {
             "method": settings.method,
             "version": settings.version,
             "format": "JSON",
-            "merchantNo": self._merchant_no,
+            "merchantNo": self._answers.merchant_no,
             "signType": "RSA2",
             "signContent": job.content,
         }
         key = (settings.method, settings.version)
         signature = job.signed.get(key)
         if signature is None:
-            text = request_sign_string(fields, self._sign_key)
-            signature = job.signed[key] = sign(self._platform_private, text)
-        if bad_signature:
-            last = signature[-1]
-            signature = signature[:-1] + ("0" if last != "0" else "1")
-        fields["sign"] = signature
+            signature = job.signed[key] = self._answers.sign_form(fields)
+        fields["sign"] = corrupt_hex(signature) if bad_signature else signature
         return fields
 
     def _record(self, job: _Job, *, result: str, **details: Any) -> None:

@@ -19,7 +19,7 @@ import datetime as dt
 import itertools
 import math
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +27,10 @@ __all__ = [
     "DEFAULT_TIMELINE",
     "SandboxRefund",
     "Step",
+    "bare_result",
+    "is_seconds",
     "new_trade_no",
-    "not_found_result",
     "parse_refund_spec",
-    "refund_spec",
 ]
 
 #: Beijing time has had no daylight saving since 1991: a fixed offset needs no tz database.
@@ -99,7 +99,7 @@ class SandboxRefund:
         """The business result of a query at ``now``, as the gateway would word it."""
         found = self.step_at(now)
         if found is None:
-            return not_found_result(self.merchant_no, self.trans_no)
+            return bare_result(self.merchant_no, self.trans_no)
         return self.result_of(*found)
 
     def status_at(self, now: dt.datetime) -> str | None:
@@ -121,13 +121,7 @@ class SandboxRefund:
     def result_of(self, step: Step, began: dt.datetime) -> dict[str, str]:
         """The business result while ``step`` (which began at ``began``) is in force."""
         if step.status is None:
-            resp_code = step.resp_code or "200004"
-            return {
-                "merchantNo": self.merchant_no,
-                "transNo": self.trans_no,
-                "respCode": resp_code,
-                "respMsg": RESP_CODE_MESSAGES[resp_code],
-            }
+            return bare_result(self.merchant_no, self.trans_no, step.resp_code or "200004")
         code, message = PROCESSING if step.status == "PROCESSING" else QUERY_OK
         finished = began.astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S")
         return {
@@ -144,45 +138,15 @@ class SandboxRefund:
         }
 
 
-def not_found_result(merchant_no: str, trans_no: str) -> dict[str, str]:
-    """What the gateway answers about a transNo it does not know."""
+def bare_result(merchant_no: str, trans_no: str, resp_code: str = "200004") -> dict[str, str]:
+    """A result with a bare business code and no ``orderStatus`` (``200004``: a transNo the
+    gateway does not know)."""
     return {
         "merchantNo": merchant_no,
         "transNo": trans_no,
-        "respCode": "200004",
-        "respMsg": RESP_CODE_MESSAGES["200004"],
+        "respCode": resp_code,
+        "respMsg": RESP_CODE_MESSAGES[resp_code],
     }
-
-
-def refund_spec(
-    trans_no: str,
-    *,
-    amount: int = 100,
-    timeline: Sequence[Mapping[str, Any]] | None = None,
-    orig_trans_no: str = "",
-    extend: str = "",
-    merchant_no: str | None = None,
-    trade_no: str | None = None,
-    created_at: dt.datetime | None = None,
-) -> dict[str, Any]:
-    """The JSON spec for the keyword arguments of ``add_refund`` (shared by server and client)."""
-    if created_at is not None and created_at.tzinfo is None:
-        raise ValueError("created_at must be timezone-aware")
-    spec: dict[str, Any] = {
-        "transNo": trans_no,
-        "amount": amount,
-        "origTransNo": orig_trans_no,
-        "extend": extend,
-    }
-    if timeline is not None:
-        spec["timeline"] = [dict(step) for step in timeline]
-    if merchant_no is not None:
-        spec["merchantNo"] = merchant_no
-    if trade_no is not None:
-        spec["tradeNo"] = trade_no
-    if created_at is not None:
-        spec["createdAt"] = created_at.isoformat()
-    return spec
 
 
 def parse_refund_spec(spec: Any, *, default_merchant_no: str, now: dt.datetime) -> SandboxRefund:
@@ -235,10 +199,9 @@ def _parse_created_at(value: Any, where: str) -> dt.datetime | None:
 def _parse_timeline(value: Any, where: str) -> tuple[Step, ...]:
     if not isinstance(value, Sequence) or isinstance(value, str) or not value:
         raise ValueError(f"{where}: timeline must be a non-empty list of steps")
-    steps = [
+    return tuple(
         _parse_step(raw, where, last=index == len(value) - 1) for index, raw in enumerate(value)
-    ]
-    return tuple(steps)
+    )
 
 
 def _parse_step(raw: Any, where: str, *, last: bool) -> Step:
@@ -261,48 +224,23 @@ def _parse_step(raw: Any, where: str, *, last: bool) -> Step:
         return Step(status, resp_code, None)
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise ValueError(f"{where}: seconds must be a number")
-    if not math.isfinite(seconds) or seconds < 0:
+    if not is_seconds(seconds):
         raise ValueError(f"{where}: seconds must be a finite number >= 0")
     # The last step lasts forever, whatever its seconds say.
     return Step(status, resp_code, None if last else float(seconds))
+
+
+def is_seconds(value: Any) -> bool:
+    """A finite number of seconds, >= 0 (``True`` and ``False`` are not numbers)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and value >= 0
+    )
 
 
 def new_trade_no(created_at: dt.datetime) -> str:
     """A 32-digit trade number shaped like HSQ's (``120000`` + time + sequence)."""
     stamp = created_at.astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S")
     return f"120000{stamp}{next(_trade_sequence) % 10**12:012d}"
-
-
-class AddRefundMixin:
-    """``add_refund`` for any class whose ``add_refunds`` takes JSON specs (server and client)."""
-
-    def add_refunds(self, specs: Iterable[Mapping[str, Any]]) -> int:
-        raise NotImplementedError
-
-    def add_refund(
-        self,
-        trans_no: str,
-        *,
-        amount: int = 100,
-        timeline: Sequence[Mapping[str, Any]] | None = None,
-        orig_trans_no: str = "",
-        extend: str = "",
-        merchant_no: str | None = None,
-        trade_no: str | None = None,
-        created_at: dt.datetime | None = None,
-    ) -> None:
-        """Add (or replace) one refund; see :mod:`hsq_refunds.sandbox.refunds`."""
-        self.add_refunds(
-            [
-                refund_spec(
-                    trans_no,
-                    amount=amount,
-                    timeline=timeline,
-                    orig_trans_no=orig_trans_no,
-                    extend=extend,
-                    merchant_no=merchant_no,
-                    trade_no=trade_no,
-                    created_at=created_at,
-                )
-            ]
-        )

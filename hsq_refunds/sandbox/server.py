@@ -24,26 +24,24 @@ import socketserver
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
-from http import HTTPStatus
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from .app import API_PATH, CONTROL_PATH, JSON_TYPE, Reply, SandboxApp, spring_error_body
-from .applications import AddOrderMixin
+from .answers import API_PATH, JSON_TYPE, Reply, spring_error_body
+from .app import CONTROL_PATH, SandboxApp
 from .control import SandboxControl
 from .credentials import Credentials
-from .refunds import AddRefundMixin
 
-__all__ = ["SandboxControl", "SandboxServer"]
+__all__ = ["SandboxServer"]
 
 logger = logging.getLogger("hsq_refunds.sandbox")
 
 _MAX_BODY = 1 << 20
 
 
-class SandboxServer(AddRefundMixin, AddOrderMixin):
+class SandboxServer(SandboxApp):
     """The sandbox gateway on ``host:port`` (``port=0``: any free port), in a background thread.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. ``scenario`` is a JSON
@@ -66,12 +64,12 @@ class SandboxServer(AddRefundMixin, AddOrderMixin):
         apply: Mapping[str, Any] | None = None,
         notify: Mapping[str, Any] | None = None,
     ) -> None:
+        super().__init__(credentials, latency=latency, apply=apply, notify=notify)
         self.credentials = credentials
         self.host = host
         self._requested_port = port
-        self._app = SandboxApp(credentials, latency=latency, apply=apply, notify=notify)
         if scenario is not None:
-            self._app.load_scenario(scenario)
+            self.load_scenario(scenario)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._control: SandboxControl | None = None
@@ -86,7 +84,7 @@ class SandboxServer(AddRefundMixin, AddOrderMixin):
         """Bind and serve in a daemon thread, and start the notifier's; returns ``self``."""
         if self._httpd is not None:
             raise RuntimeError("the sandbox server is already running")
-        self._httpd = _HTTPServer((self.host, self._requested_port), self._app)
+        self._httpd = _HTTPServer((self.host, self._requested_port), self)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.1},
@@ -94,7 +92,7 @@ class SandboxServer(AddRefundMixin, AddOrderMixin):
             daemon=True,
         )
         self._thread.start()
-        self._app.notifier.start(name=f"hsq-sandbox-notify-{self.port}")
+        self.notifier.start(name=f"hsq-sandbox-notify-{self.port}")
         logger.info("sandbox gateway listening on %s", self.url)
         return self
 
@@ -103,7 +101,7 @@ class SandboxServer(AddRefundMixin, AddOrderMixin):
         httpd, thread = self._httpd, self._thread
         if httpd is None:
             return
-        self._app.notifier.stop()
+        self.notifier.stop()
         httpd.shutdown()
         httpd.server_close()
         httpd.close_connections()
@@ -148,67 +146,6 @@ class SandboxServer(AddRefundMixin, AddOrderMixin):
         if self._control is None:
             self._control = SandboxControl(self.control_url)
         return self._control
-
-    # -- state (thread-safe) -------------------------------------------------------------
-
-    def add_refunds(self, specs: Iterable[Mapping[str, Any]]) -> int:
-        """Add (or replace) refunds from JSON specs, all or none; returns how many."""
-        return self._app.add_refunds(specs)
-
-    def add_orders(self, specs: Iterable[Mapping[str, Any]]) -> int:
-        """Declare (or replace) original orders from JSON specs, all or none; returns how many."""
-        return self._app.add_orders(specs)
-
-    def set_fault(
-        self,
-        name: str,
-        *,
-        trans_no: str | None = None,
-        times: int | None = None,
-        method: str | None = None,
-        **params: Any,
-    ) -> None:
-        """Inject a fault for one refund or (``trans_no=None``) every one, aimed at one
-        ``method`` or (``None``) every channel it acts on; see :mod:`.faults`."""
-        self._app.set_fault(name, trans_no=trans_no, times=times, method=method, **params)
-
-    def clear_faults(self) -> None:
-        self._app.clear_faults()
-
-    def configure_apply(self, **settings: float) -> dict[str, float]:
-        """Set ``balance_seconds``, ``card_seconds``, ``refuse_seconds`` (until :meth:`reset`)
-        for refunds applied from now on; returns the settings in force."""
-        return self._app.configure_apply(settings)
-
-    def configure_notify(self, **settings: Any) -> dict[str, Any]:
-        """Set ``method``, ``version``, ``schedule``, ``connect_timeout``, ``read_timeout`` of
-        the notifications (until :meth:`reset`); returns the settings in force."""
-        return self._app.configure_notify(settings)
-
-    def query_counts(self) -> dict[str, int]:
-        """Queries received per transNo (signature failures and faults included)."""
-        return self._app.query_counts()
-
-    def query_times(self) -> list[float]:
-        """When each counted query arrived (``time.time()``), oldest first."""
-        return self._app.query_times()
-
-    def application_counts(self) -> dict[str, dict[str, int]]:
-        """Per transNo, applications ``received`` (refused ones included) and ``accepted``."""
-        return self._app.application_counts()
-
-    def notification_log(self) -> dict[str, list[dict[str, Any]]]:
-        """Every notification attempt per transNo (see :mod:`.notifications`)."""
-        return self._app.notification_log()
-
-    def notifications_pending(self) -> int:
-        """Notifications still to be delivered or retried."""
-        return self._app.notifications_pending()
-
-    def reset(self) -> None:
-        """Forget refunds, orders, faults, counts and notifications; settings back to the
-        constructor's."""
-        self._app.reset()
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -270,28 +207,16 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.untrack(self.connection)
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def _dispatch(self, method: str) -> None:
+    def _dispatch(self) -> None:
         body = self._read_body()
         if body is None:
             return
         received = time.monotonic()
         path = urlsplit(self.path).path
         try:
-            reply = self.server.app.handle(method, path, body)
+            reply = self.server.app.handle(self.command, path, body)
         except Exception:  # a bug here must still look like a server error, not a hang
-            logger.exception("sandbox failed to answer %s %s", method, path)
+            logger.exception("sandbox failed to answer %s %s", self.command, path)
             reply = Reply(500, spring_error_body(500, path), summary="500")
         if reply.delay:
             # The delay runs from the request's arrival: the sandbox's own work (signing) is
@@ -302,6 +227,8 @@ class _Handler(BaseHTTPRequestHandler):
             _shutdown(self.connection)
             return
         self._send(reply)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _dispatch
 
     def _read_body(self) -> bytes | None:
         if self.headers.get("Transfer-Encoding"):
@@ -318,28 +245,29 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _send(self, reply: Reply) -> None:
-        if reply.trickle is not None:
+        if reply.trickle is None:
+            self._send_head(reply)
+            self.wfile.write(reply.body)
+        else:
             self._send_trickling(reply, *reply.trickle)
-            return
+
+    def _send_head(self, reply: Reply) -> None:
         self.send_response(reply.status)
         self.send_header("Content-Type", JSON_TYPE)
         self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
-        self.wfile.write(reply.body)
 
     def _send_trickling(self, reply: Reply, chunk: int, interval: float, body_only: bool) -> None:
         """Write the answer ``chunk`` bytes at a time, ``interval`` seconds apart, until done or
         until the client hangs up (TCP_NODELAY is on: each write leaves at once)."""
         if body_only:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", JSON_TYPE)
-            self.send_header("Content-Length", str(len(reply.body)))
-            self.end_headers()
+            self._send_head(reply)
             data = reply.body
         else:
             self.log_request(reply.status)
+            phrase = self.responses.get(reply.status, ("",))[0]
             head = (
-                f"{self.protocol_version} {reply.status} {_phrase(reply.status)}\r\n"
+                f"{self.protocol_version} {reply.status} {phrase}\r\n"
                 f"Server: {self.version_string()}\r\n"
                 f"Date: {self.date_time_string()}\r\n"
                 f"Content-Type: {JSON_TYPE}\r\n"
@@ -347,15 +275,13 @@ class _Handler(BaseHTTPRequestHandler):
             )
             data = head.encode("latin-1") + reply.body
         for start in range(0, len(data), chunk):
-            if start and _hung_up(self.connection, interval):
-                logger.info(
-                    "trickle stopped: the client hung up after %d of %d bytes", start, len(data)
-                )
-                self.close_connection = True
-                return
             try:
-                self.connection.sendall(data[start : start + chunk])
+                hung_up = bool(start) and _hung_up(self.connection, interval)
+                if not hung_up:
+                    self.connection.sendall(data[start : start + chunk])
             except OSError:
+                hung_up = True
+            if hung_up:
                 logger.info(
                     "trickle stopped: the client hung up after %d of %d bytes", start, len(data)
                 )
@@ -376,13 +302,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s - %s", self.address_string(), format % args)
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
 
 
 def _hung_up(connection: socket.socket, wait: float) -> bool:

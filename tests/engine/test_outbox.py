@@ -52,8 +52,7 @@ def seen_by_the_sandbox(sandbox, monkeypatch) -> list[tuple[str, str, int] | Non
     reads it at that moment, ``(transNo, application, apply_attempts)``, or ``None`` if that
     connection cannot see it (not committed)."""
     seen: list[tuple[str, str, int] | None] = []
-    app = sandbox._app
-    answer = app._answer_application
+    answer = sandbox._answer_application
 
     def reading_the_row(fields: Any) -> Any:
         trans_no = (fields or {}).get("signContent", "")
@@ -68,7 +67,7 @@ def seen_by_the_sandbox(sandbox, monkeypatch) -> list[tuple[str, str, int] | Non
             connection.close()
         return answer(fields)
 
-    monkeypatch.setattr(app, "_answer_application", reading_the_row)
+    monkeypatch.setattr(sandbox, "_answer_application", reading_the_row)
     return seen
 
 

@@ -84,15 +84,14 @@ def test_twenty_replays_of_one_delivery_add_nothing(tracked, notification, post)
 def held(sandbox, monkeypatch) -> Iterator[dict[str, threading.Event]]:
     """The sandbox holds each application, once received, until ``release`` is set."""
     events = {"arrived": threading.Event(), "release": threading.Event()}
-    app = sandbox._app
-    answer = app._answer_application
+    answer = sandbox._answer_application
 
     def holding(fields: Any) -> Any:
         events["arrived"].set()
         assert events["release"].wait(timeout=60), "never released"
         return answer(fields)
 
-    monkeypatch.setattr(app, "_answer_application", holding)
+    monkeypatch.setattr(sandbox, "_answer_application", holding)
     yield events
     events["release"].set()
 

@@ -176,7 +176,7 @@ def test_latency_combines_with_another_fault(creds):
     app.set_fault("latency", trans_no="R1", seconds=1.5)
     app.set_fault("bad_signature", trans_no="R1")
     body = urllib.parse.urlencode(signed_fields(creds, "R1")).encode()
-    reply = app.answer_query(body)
+    reply = app.answer_api(body)
     assert reply.delay == pytest.approx(1.75)
     answer = json.loads(reply.body)
     text = signing.success_sign_string(answer["result"], creds.sign_key)
