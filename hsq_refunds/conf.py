@@ -31,6 +31,7 @@ Each mistake found is a :class:`Problem` with one of the ids of :mod:`hsq_refund
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import threading
 from collections.abc import Callable, Mapping
@@ -504,10 +505,13 @@ def _read_keys(
     """
     for key in raw:
         if key not in table:
+            near = difflib.get_close_matches(str(key), table, n=1)
             out.add(
                 W001_UNKNOWN_KEY,
                 setting_path(*path, str(key)),
-                "unknown key; it is ignored",
+                f"unknown key; it is ignored (did you mean {near[0]!r}?)"
+                if near
+                else "unknown key; it is ignored",
                 hint=f"The keys are {', '.join(table)}.",
             )
     given: dict[str, Any] = {}

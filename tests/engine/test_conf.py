@@ -214,6 +214,13 @@ def test_unknown_setting_names_are_warnings(merchant):
     assert 'HSQ_REFUNDS["MERCHANTS"]["888000000001"]["PLATFORM_KEY"]' in texts
 
 
+def test_a_misspelt_setting_name_gets_the_nearest_known_one(merchant):
+    found = messages({"CONCURENCY": 4, "MERCHANTS": {"888000000001": merchant}, "ZZZ": 1})
+    by_path = {m.msg.split(":")[0]: m.msg for m in found if m.id == "hsq_refunds.W001"}
+    assert "did you mean 'CONCURRENCY'?" in by_path['HSQ_REFUNDS["CONCURENCY"]']
+    assert "did you mean" not in by_path['HSQ_REFUNDS["ZZZ"]']
+
+
 @pytest.mark.parametrize("key", ["SIGN_KEY", "PRIVATE_KEY", "PLATFORM_CERT"])
 def test_a_missing_key_is_named(merchant, key):
     entry = {k: v for k, v in merchant.items() if k != key}
