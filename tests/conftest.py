@@ -3,14 +3,18 @@ app configured to use it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from django.db import connection
 from django.utils import timezone
 
+from hsq_refunds.gateway.signing import request_sign_string, sign
 from hsq_refunds.models import Refund
 
 pytest_plugins = ["hsq_refunds.sandbox.pytest_plugin"]
@@ -97,3 +101,66 @@ def refunds(sandbox, merchant_no) -> Callable[..., list[Refund]]:
         return list(Refund.objects.filter(trans_no__in=[r.trans_no for r in rows]).order_by("id"))
 
     return create
+
+
+@pytest.fixture(scope="session")
+def platform_private(hsq_sandbox_credentials):
+    """The sandbox's platform private key: what HSQ signs its notifications with."""
+    data = Path(hsq_sandbox_credentials.platform_private_key).read_bytes()
+    return serialization.load_pem_private_key(data, password=None)
+
+
+@pytest.fixture
+def sign_form(hsq_sandbox_credentials, platform_private) -> Callable[..., dict[str, str]]:
+    """``sign_form(signContent, **fields)``: a notification form signed by the platform, around
+    any ``signContent`` text (``fields`` replace the form's own)."""
+
+    def build(content: str, **fields: str) -> dict[str, str]:
+        form = {
+            "method": "CALLBACK",
+            "version": "1.0.0",
+            "format": "JSON",
+            "merchantNo": hsq_sandbox_credentials.merchant_no,
+            "signType": "RSA2",
+            "signContent": content,
+            **fields,
+        }
+        sign_string = request_sign_string(form, hsq_sandbox_credentials.sign_key)
+        return {**form, "sign": sign(platform_private, sign_string)}
+
+    return build
+
+
+@pytest.fixture
+def notification(sign_form) -> Callable[..., dict[str, str]]:
+    """``notification(transNo, status, **fields)``: a form as HSQ signs it; ``fields`` replace
+    those of its ``signContent``."""
+
+    def build(
+        trans_no: str,
+        status: str = "SUCCESS",
+        *,
+        amount: int | str = "1500",
+        merchant_no: str | None = None,
+        method: str = "CALLBACK",
+        version: str = "1.0.0",
+        **fields: Any,
+    ) -> dict[str, str]:
+        content = {
+            "transNo": trans_no,
+            "origTransNo": "PO1",
+            "tradeNo": f"T{trans_no}",
+            "orderAmt": str(amount),
+            "orderStatus": status,
+            "finishedDate": "20261201100000" if status in ("SUCCESS", "FAIL") else "",
+            "respCode": "200007",
+            "respMsg": "成功",
+            "extend": "",
+            **fields,
+        }
+        form = {"method": method, "version": version}
+        if merchant_no:
+            form["merchantNo"] = merchant_no
+        return sign_form(json.dumps(content, ensure_ascii=False, separators=(",", ":")), **form)
+
+    return build

@@ -36,7 +36,6 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from hsq_refunds.gateway.signing import request_sign_string, sign
 from hsq_refunds.models import PaidOrder, Refund, RefundQuery
 from tests.notify.conftest import NOTIFY_PATH
 
@@ -143,26 +142,6 @@ def snapshot() -> tuple[list, list, list]:
         list(RefundQuery.objects.order_by("id").values()),
         list(PaidOrder.objects.order_by("id").values()),
     )
-
-
-@pytest.fixture
-def sign_form(hsq_sandbox_credentials, platform_private) -> Callable[..., dict[str, str]]:
-    """``sign_form(signContent, **fields)``: a notification form signed by the platform."""
-
-    def build(content: str, **fields: str) -> dict[str, str]:
-        form = {
-            "method": "CALLBACK",
-            "version": "1.0.0",
-            "format": "JSON",
-            "merchantNo": hsq_sandbox_credentials.merchant_no,
-            "signType": "RSA2",
-            "signContent": content,
-            **fields,
-        }
-        sign_string = request_sign_string(form, hsq_sandbox_credentials.sign_key)
-        return {**form, "sign": sign(platform_private, sign_string)}
-
-    return build
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ import requests
 from django.db import models
 
 from hsq_refunds.columns import RESP_MSG_LENGTH, TRADE_NO_LENGTH, TRANS_NO_LENGTH
-from hsq_refunds.gateway.signing import request_sign_string, sign
 from hsq_refunds.gateway.text import cleaned
 from hsq_refunds.gateway.validation import MAX_AMOUNT_FEN
 from hsq_refunds.models import Refund, RefundQuery
@@ -49,26 +48,6 @@ def snapshot() -> tuple[list, list]:
         list(Refund.objects.order_by("id").values()),
         list(RefundQuery.objects.order_by("id").values()),
     )
-
-
-@pytest.fixture
-def signed(sandbox, hsq_sandbox_credentials, platform_private) -> Callable[[str], dict[str, str]]:
-    """``signed(signContent)``: a notification form signed exactly as conftest's fixture does,
-    around any ``signContent`` text."""
-
-    def build(content: str) -> dict[str, str]:
-        form = {
-            "method": "CALLBACK",
-            "version": "1.0.0",
-            "format": "JSON",
-            "merchantNo": hsq_sandbox_credentials.merchant_no,
-            "signType": "RSA2",
-            "signContent": content,
-        }
-        sign_string = request_sign_string(form, hsq_sandbox_credentials.sign_key)
-        return {**form, "sign": sign(platform_private, sign_string)}
-
-    return build
 
 
 @pytest.fixture
@@ -118,12 +97,12 @@ def test_deeply_nested_bodies_are_refused(send, body, content_type):
 
 @pytest.mark.parametrize("depth", [1_000, 5_000, 20_000])
 @pytest.mark.parametrize("nest", [lists, objects], ids=["lists", "objects"])
-def test_a_signed_deeply_nested_sign_content_is_refused(send, signed, nest, depth):
-    form = signed(nest(depth))
+def test_a_signed_deeply_nested_sign_content_is_refused(send, sign_form, nest, depth):
+    form = sign_form(nest(depth))
     body = json.dumps(form)  # brackets need no escaping in JSON, unlike in a form
     before = snapshot()
     assert send(body, JSON) == expected_refusal(body)
-    assert send(urlencode(signed(nest(1_000))), FORM) == (400, "FAIL")
+    assert send(urlencode(sign_form(nest(1_000))), FORM) == (400, "FAIL")
     assert snapshot() == before
 
 
@@ -142,13 +121,13 @@ NUMBERS = ["1e999999999", "-1e999999999", "9" * 4_000, "9" * 5_000, "NaN", "Infi
 
 
 @pytest.mark.parametrize("number", NUMBERS)
-def test_huge_numbers_as_json_values_are_refused(send, signed, number):
+def test_huge_numbers_as_json_values_are_refused(send, sign_form, number):
     before = snapshot()
     assert send('{"merchantNo":' + number + "}", JSON) == (400, "FAIL")
     assert send("[" + number + "]", JSON) == (400, "FAIL")
     # Signed, as the orderAmt of a signContent that is otherwise a notification.
     content = '{"transNo":"HB-N","orderAmt":' + number + ',"orderStatus":"SUCCESS"}'
-    assert send(json.dumps(signed(content)), JSON) == (400, "FAIL")
+    assert send(json.dumps(sign_form(content)), JSON) == (400, "FAIL")
     assert snapshot() == before
 
 
@@ -225,8 +204,8 @@ def assert_recorded_clean(trans_no: str, form: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("value", DIRTY.values(), ids=DIRTY.keys())
-def test_dirty_verified_fields_are_stored_clean(send, signed, value):
-    form = signed(dirty_content("HB-DIRTY", value))
+def test_dirty_verified_fields_are_stored_clean(send, sign_form, value):
+    form = sign_form(dirty_content("HB-DIRTY", value))
     assert send(urlencode(form)) == (200, "SUCCESS")
     assert_recorded_clean("HB-DIRTY", form)
     refund = Refund.objects.get(trans_no="HB-DIRTY")
@@ -238,9 +217,9 @@ def test_dirty_verified_fields_are_stored_clean(send, signed, value):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_dirty_verified_fields_through_the_live_server(signed, post):
+def test_dirty_verified_fields_through_the_live_server(sandbox, sign_form, post):
     for number, value in enumerate(DIRTY.values()):
-        form = signed(dirty_content(f"HB-LIVE-{number}", value))
+        form = sign_form(dirty_content(f"HB-LIVE-{number}", value))
         reply = post(form)
         assert (reply.status_code, reply.text) == (200, "SUCCESS"), number
         assert_recorded_clean(f"HB-LIVE-{number}", form)

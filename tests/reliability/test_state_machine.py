@@ -19,12 +19,9 @@ first application recorded through ``record_answer``/``decide_application``, and
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from django.test import Client
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
@@ -44,7 +41,6 @@ from hsq_refunds.choices import FINAL_STATUSES, Source
 from hsq_refunds.conf import get_settings
 from hsq_refunds.exceptions import RefundRefused
 from hsq_refunds.gateway import GatewayError, RefundApplyResult, RefundStatus
-from hsq_refunds.gateway.signing import request_sign_string, sign
 from hsq_refunds.models import PaidOrder, Refund, RefundQuery
 from hsq_refunds.recording import record_answer
 from hsq_refunds.rules import decide_application
@@ -126,7 +122,7 @@ class OneOrder(RuleBasedStateMachine):
         amount = self.refund(trans_no).amount or 0
         if not same_amount:
             amount = max(amount - 1, 0)  # HSQ reports less: a mismatch, never over the order
-        form = self.notification(trans_no, status, amount=amount)
+        form = self.notification(trans_no, status, amount=amount, origTransNo=ORDER)
         answer = self.post(form)
         assert answer < 500, answer
         return form if answer == 200 else multiple()
@@ -236,40 +232,6 @@ class OneOrder(RuleBasedStateMachine):
 
 def _trans_no(form: dict[str, str]) -> str:
     return json.loads(form["signContent"])["transNo"]
-
-
-@pytest.fixture
-def notification(hsq_sandbox_credentials) -> Callable[..., dict[str, str]]:
-    """``notification(transNo, status, amount=..., **fields)``: a form as HSQ signs it (as in
-    ``tests/notify/conftest.py``)."""
-    data = Path(hsq_sandbox_credentials.platform_private_key).read_bytes()
-    platform = serialization.load_pem_private_key(data, password=None)
-
-    def build(trans_no: str, status: str, *, amount: int, **fields: Any) -> dict[str, str]:
-        content = {
-            "transNo": trans_no,
-            "origTransNo": ORDER,
-            "tradeNo": f"T{trans_no}",
-            "orderAmt": str(amount),
-            "orderStatus": status,
-            "finishedDate": "20261201100000" if status in FINAL_STATUSES else "",
-            "respCode": "200007",
-            "respMsg": "成功",
-            "extend": "",
-            **fields,
-        }
-        form = {
-            "method": "CALLBACK",
-            "version": "1.0.0",
-            "format": "JSON",
-            "merchantNo": hsq_sandbox_credentials.merchant_no,
-            "signType": "RSA2",
-            "signContent": json.dumps(content, ensure_ascii=False, separators=(",", ":")),
-        }
-        sign_string = request_sign_string(form, hsq_sandbox_credentials.sign_key)
-        return {**form, "sign": sign(platform, sign_string)}
-
-    return build
 
 
 def test_one_order_whatever_its_writers_do(sandbox, notification, merchant_no):
