@@ -90,6 +90,7 @@ class _Watchdog:
         """Watch ``call`` as this thread's call in flight."""
         with self.lock:
             if self.thread is None:
+                _hook_audit_events()
                 self.thread = threading.Thread(target=self.run, name="hsq-deadline", daemon=True)
                 self.thread.start()
             self.calls.add(call)
@@ -134,7 +135,18 @@ class _Watchdog:
 
 _WATCHDOG = _Watchdog()
 _in_flight = _WATCHDOG.track
-sys.addaudithook(_WATCHDOG.audit)
+_hooked = False
+
+
+def _hook_audit_events() -> None:
+    """Add the watchdog's audit hook, once per process (a forked child inherits it), on the
+    first call: a process that never calls the gateway pays nothing for it."""
+    global _hooked
+    if not _hooked:
+        sys.addaudithook(_WATCHDOG.audit)
+        _hooked = True
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_WATCHDOG.reset)
 
